@@ -1,0 +1,58 @@
+# Runstream — see README.md. `make run` starts the product, `make test` runs every test.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/runstream/v1/*.proto)
+PROTO_OUT := client
+DATA_DIR ?= ./.runstream
+
+.PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down bench clean
+
+setup: $(STAMP)
+
+$(STAMP): client/pyproject.toml services/pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -e ./client -e ./services
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/runstream server --data-dir $(DATA_DIR)
+
+# Generated code is checked in; regenerate with the pinned grpcio-tools.
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	  $(PROTO_SRC)
+
+proto-check: setup
+	rm -rf .cache/proto-check && mkdir -p .cache/proto-check
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=.cache/proto-check --pyi_out=.cache/proto-check --grpc_python_out=.cache/proto-check \
+	  $(PROTO_SRC)
+	diff -r -x __init__.py -x __pycache__ .cache/proto-check/runstream/v1 $(PROTO_OUT)/runstream/v1 \
+	  || { echo "generated protos are stale: run 'make proto' and commit"; exit 1; }
+
+lint: setup
+	$(BIN)/ruff check client services tests scripts bench
+
+kafka-libs:
+	scripts/fetch-kafka.sh
+
+kafka-up: setup kafka-libs
+	$(BIN)/python scripts/kafka.py up
+
+kafka-down: setup
+	$(BIN)/python scripts/kafka.py down
+
+test: setup proto-check lint kafka-libs
+	$(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .cache .runstream

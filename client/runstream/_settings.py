@@ -1,0 +1,50 @@
+"""Client settings: defaults, overridden by RUNSTREAM_* environment variables, then by code."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str = "localhost:50051"
+    entity: str = ""
+    # An idle run sends a heartbeat this often; the server's crash timeout (60 s by
+    # default) must be several intervals long so one lost heartbeat is not a crash.
+    heartbeat_interval_s: float = 10.0
+    # finish() waits this long for the server to acknowledge everything, then gives up
+    # (the script must not hang on a dead server); un-acked events are reported.
+    finish_timeout_s: float = 60.0
+    # The sender groups events into one request per this interval at most: the
+    # gateway's cost is per message, not per byte (reference perf-anchors §3).
+    linger_s: float = 0.05
+    max_request_events: int = 5_000
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_inflight_requests: int = 16
+    reconnect_max_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        s = cls(
+            url=os.environ.get("RUNSTREAM_URL") or cls.url,
+            entity=os.environ.get("RUNSTREAM_ENTITY", ""),
+            heartbeat_interval_s=_env_float("RUNSTREAM_HEARTBEAT_INTERVAL",
+                                            cls.heartbeat_interval_s),
+            finish_timeout_s=_env_float("RUNSTREAM_FINISH_TIMEOUT", cls.finish_timeout_s),
+        )
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}")
+        return replace(s, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,314 @@
+"""The one query module: every read of the store, as named, parameterised SQL.
+
+Invariant 8: user values never become SQL text. Every value (entity, project, run id,
+metric/config/summary keys, filter values, limits) is bound server-side with
+clickhouse-connect's ``{name:Type}`` parameters. The only text put into SQL is the
+validated database name and fragments chosen from the fixed constants below.
+
+Reads use ``FINAL`` so that rows not yet merged by the ReplacingMergeTree engines never
+show twice, and filter ``deleted = 0``. Results are plain dicts named like the fields of
+``query.proto`` (RunView, ProjectView, Series). Blocking: the caller runs these in a
+worker thread.
+
+Sorting (``list_runs``): ``created_at`` (start time), ``name`` (case-insensitive),
+``state``, ``duration`` (end time, or last event time while running, minus start time),
+``summary.<key>`` (numeric summary; a non-numeric summary value sorts after numbers by
+its JSON text), ``config.<key>`` (numbers numerically, then other JSON by text). Runs
+missing the key (or whose summary value is NaN) sort last in both directions; ties break
+by run id, so pages are stable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..common.errors import NotFoundError, PermanentError, RunstreamError
+from ..projector.processor import canonical_json
+from ..store.client import classify, validate_database
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+MAX_BUCKETS = 100_000
+MAX_KEY_CHARS = 256
+_SORT_RE = re.compile(r"^(created_at|name|state|duration|summary\.(.+)|config\.(.+))$", re.DOTALL)
+
+# RunView fields, selected from the runs table (times as µs).
+_RUN_VIEW_COLUMNS = (
+    "entity, project, run_id, name, state, state_cause, notes, tags, `group`, job_type, "
+    "sweep_id, privacy, config, summary, summary_other, metadata_json, "
+    "toUnixTimestamp64Micro(start_time) AS start_time_us, "
+    "toUnixTimestamp64Micro(last_event_time) AS last_event_time_us, "
+    "toUnixTimestamp64Micro(end_time) AS end_time_us, "
+    "exit_code, hidden, color, last_seq, dropped_points"
+)
+
+_DURATION = ("if(toUnixTimestamp64Micro(end_time) > 0, toUnixTimestamp64Micro(end_time), "
+             "toUnixTimestamp64Micro(last_event_time)) - toUnixTimestamp64Micro(start_time)")
+
+# ORDER BY templates; {d} is ASC or DESC. Only these fixed texts reach SQL.
+_ORDER = {
+    "created_at": "start_time {d}",
+    "name": "lowerUTF8(name) {d}, name {d}",
+    "state": "state {d}",
+    "duration": f"({_DURATION}) {{d}}",
+    "summary": ("(NOT mapContains(summary, {sort_key:String}) "
+                "OR isNaN(summary[{sort_key:String}])) "
+                "AND NOT mapContains(summary_other, {sort_key:String}) ASC, "
+                "if(mapContains(summary, {sort_key:String}) "
+                "AND NOT isNaN(summary[{sort_key:String}]), "
+                "summary[{sort_key:String}], NULL) {d} NULLS LAST, "
+                "summary_other[{sort_key:String}] {d}"),
+    "config": ("NOT mapContains(config, {sort_key:String}) ASC, "
+               "toFloat64OrNull(config[{sort_key:String}]) {d} NULLS LAST, "
+               "config[{sort_key:String}] {d}"),
+}
+
+
+class Queries:
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.db = validate_database(database)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _query(self, sql: str, parameters: dict[str, Any], what: str):
+        try:
+            return self.client.query(sql, parameters=parameters)
+        except RunstreamError:
+            raise
+        except Exception as e:
+            raise classify(e, what) from e
+
+    @staticmethod
+    def _run_view(row: dict[str, Any]) -> dict[str, Any]:
+        row["tags"] = list(row["tags"])
+        row["config"] = dict(row["config"])
+        row["summary"] = dict(row["summary"])
+        row["summary_other"] = dict(row["summary_other"])
+        row["hidden"] = bool(row["hidden"])
+        return row
+
+    # --- projects --------------------------------------------------------------------
+
+    def list_projects(self, entity: str | None) -> list[dict[str, Any]]:
+        """Projects with at least one (not deleted) run; all entities when ``entity`` is empty."""
+        where = "deleted = 0"
+        params: dict[str, Any] = {}
+        if entity:
+            where += " AND entity = {entity:String}"
+            params["entity"] = entity
+        res = self._query(
+            "SELECT entity, project, count() AS run_count, "
+            "max(toUnixTimestamp64Micro(last_event_time)) AS last_event_time_us "
+            f"FROM {self.db}.runs FINAL WHERE {where} "
+            "GROUP BY entity, project ORDER BY entity, project",
+            params, "listing projects")
+        return [{"entity": r["entity"], "name": r["project"], "run_count": int(r["run_count"]),
+                 "last_event_time_us": int(r["last_event_time_us"])}
+                for r in res.named_results()]
+
+    # --- runs ------------------------------------------------------------------------
+
+    def list_runs(self, entity: str, project: str, filter: dict[str, Any] | None,
+                  sort_by: str, descending: bool, limit: int,
+                  offset: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of the runs of a project, and the number of runs matching ``filter``.
+
+        ``filter``: ``states`` (any of), ``tags`` (all of), ``name_contains``
+        (case-insensitive substring), ``config`` (list of ``(key, json)``: equal values).
+        """
+        flt = filter or {}
+        limit = int(limit or 0) or DEFAULT_LIMIT
+        offset = int(offset or 0)
+        if not 1 <= limit <= MAX_LIMIT:
+            raise PermanentError(f"limit must be 1..{MAX_LIMIT} (0 means {DEFAULT_LIMIT}), "
+                                 f"got {limit}")
+        if offset < 0:
+            raise PermanentError(f"offset must be >= 0, got {offset}")
+        m = _SORT_RE.fullmatch(sort_by or "created_at")
+        if not m:
+            raise PermanentError(f"cannot sort by {sort_by!r}: use created_at, name, state, "
+                                 "duration, summary.<key> or config.<key>")
+        params: dict[str, Any] = {"entity": entity, "project": project}
+        where = ["entity = {entity:String}", "project = {project:String}", "deleted = 0"]
+        unknown = set(flt) - {"states", "tags", "name_contains", "config"}
+        if unknown:
+            raise PermanentError(f"unknown filter fields {sorted(unknown)}")
+        if flt.get("states"):
+            where.append("state IN {states:Array(String)}")
+            params["states"] = [str(s) for s in flt["states"]]
+        if flt.get("tags"):
+            where.append("hasAll(tags, {tags:Array(String)})")
+            params["tags"] = [str(t) for t in flt["tags"]]
+        if flt.get("name_contains"):
+            where.append("positionCaseInsensitiveUTF8(name, {name_contains:String}) > 0")
+            params["name_contains"] = str(flt["name_contains"])
+        for i, pair in enumerate(flt.get("config") or ()):
+            key, value = pair
+            where.append(f"config[{{ck{i}:String}}] = {{cv{i}:String}}")
+            params[f"ck{i}"] = str(key)
+            params[f"cv{i}"] = canonical_json(str(value))
+        where_sql = " AND ".join(where)
+
+        kind = m.group(1)
+        sort_key = m.group(2) or m.group(3)
+        if sort_key is not None:
+            if len(sort_key) > MAX_KEY_CHARS:
+                raise PermanentError(f"sort key longer than {MAX_KEY_CHARS} characters")
+            kind = kind.split(".", 1)[0]
+        direction = "DESC" if descending else "ASC"
+        order = _ORDER[kind].replace("{d}", direction) + ", run_id ASC"
+        page_params = dict(params, limit=limit, offset=offset)
+        if sort_key is not None:
+            page_params["sort_key"] = sort_key
+
+        res = self._query(
+            f"SELECT {_RUN_VIEW_COLUMNS} FROM {self.db}.runs FINAL WHERE {where_sql} "
+            f"ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}",
+            page_params, "listing runs")
+        runs = [self._run_view(r) for r in res.named_results()]
+        total = self._query(f"SELECT count() FROM {self.db}.runs FINAL WHERE {where_sql}",
+                            params, "counting runs").result_rows[0][0]
+        return runs, int(total)
+
+    def get_run(self, entity: str, project: str, run_id: str) -> dict[str, Any]:
+        """One run as a RunView dict; ``NotFoundError`` if it does not exist or was deleted."""
+        res = self._query(
+            f"SELECT {_RUN_VIEW_COLUMNS} FROM {self.db}.runs FINAL "
+            "WHERE entity = {entity:String} AND project = {project:String} "
+            "AND run_id = {run_id:String} AND deleted = 0",
+            {"entity": entity, "project": project, "run_id": run_id}, "reading a run")
+        rows = list(res.named_results())
+        if not rows:
+            raise NotFoundError(f"run {entity}/{project}/{run_id} not found")
+        return self._run_view(rows[0])
+
+    def run_keys(self, entity: str, project: str, run_id: str) -> dict[str, list[str]]:
+        """The history keys of a run: ``{"numeric": [...], "other": [...]}``, sorted."""
+        self.get_run(entity, project, run_id)
+        params = {"entity": entity, "project": project, "run_id": run_id}
+        out = {}
+        for name, table in (("numeric", "history_numeric"), ("other", "history_other")):
+            res = self._query(
+                f"SELECT DISTINCT key FROM {self.db}.{table} WHERE entity = {{entity:String}} "
+                "AND project = {project:String} AND run_id = {run_id:String} ORDER BY key",
+                params, "listing history keys")
+            out[name] = [r[0] for r in res.result_rows]
+        return out
+
+    # --- history ---------------------------------------------------------------------
+
+    def get_history(self, entity: str, project: str, run_id: str, keys: list[str],
+                    buckets: int, min_step: int, max_step: int) -> list[dict[str, Any]]:
+        """Numeric series of a run, one Series dict per key.
+
+        ``keys`` empty → every numeric key (sorted); otherwise one series per given key,
+        in order (empty if never logged). ``max_step`` 0 → no upper bound. A key with at
+        most ``buckets`` points in range (or ``buckets`` 0) comes back raw; otherwise the
+        database cuts the key's step range into at most ``buckets`` equal-width buckets
+        and returns, per non-empty bucket: its last step, the value at that step, min and
+        max (NaN ignored unless all are NaN) and the client time of the last step.
+        """
+        buckets = int(buckets or 0)
+        min_step = int(min_step or 0)
+        max_step = int(max_step or 0) or 2**64 - 1
+        if not 0 <= buckets <= MAX_BUCKETS:
+            raise PermanentError(f"buckets must be 0..{MAX_BUCKETS}, got {buckets}")
+        if min_step < 0 or max_step < min_step:
+            raise PermanentError(f"empty step range {min_step}..{max_step}")
+        keys = [str(k) for k in keys or ()]
+        if len(keys) > 10_000:
+            raise PermanentError("at most 10000 keys per history request")
+        self.get_run(entity, project, run_id)
+        base = {"entity": entity, "project": project, "run_id": run_id,
+                "min_step": min_step, "max_step": max_step}
+        t = f"{self.db}.history_numeric"
+        where = ("entity = {entity:String} AND project = {project:String} "
+                 "AND run_id = {run_id:String} "
+                 "AND step >= {min_step:UInt64} AND step <= {max_step:UInt64}")
+        if keys:
+            where += " AND key IN {keys:Array(String)}"
+            base["keys"] = sorted(set(keys))
+
+        stats = {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in self._query(
+            f"SELECT key, count(), min(step), max(step) FROM {t} FINAL WHERE {where} "
+            "GROUP BY key", base, "counting history points").result_rows}
+        order = keys or sorted(stats)
+        raw_keys = [k for k, (n, _, _) in stats.items() if buckets == 0 or n <= buckets]
+        ds_keys = [k for k in stats if k not in set(raw_keys)]
+        series = {k: _empty_series(k) for k in order}
+        for k, (n, _, _) in stats.items():
+            series[k]["total_points"] = n
+
+        if raw_keys:
+            params = dict(base, keys=raw_keys)
+            where_k = where if keys else where + " AND key IN {keys:Array(String)}"
+            tbl = self._query_np(
+                f"SELECT key, step, value, toUnixTimestamp64Micro(ts) AS ts_us FROM {t} FINAL "
+                f"WHERE {where_k} ORDER BY key, step", params, "reading history")
+            for k, cols in _split_by_key(tbl):
+                s = series[k]
+                s["step"] = cols["step"].tolist()
+                s["value"] = cols["value"].tolist()
+                s["min"] = s["value"]
+                s["max"] = s["value"]
+                s["time_us"] = cols["ts_us"].tolist()
+        if ds_keys:
+            widths = []
+            for k in ds_keys:
+                n, lo, hi = stats[k]
+                widths.append(max(1, -(-(hi - lo + 1) // buckets)))   # ceil
+            params = dict(base, keys=ds_keys, ds_lo=[stats[k][1] for k in ds_keys],
+                          ds_width=widths)
+            where_k = where if keys else where + " AND key IN {keys:Array(String)}"
+            tbl = self._query_np(
+                "SELECT key, max(step) AS b_step, argMax(value, step) AS b_value, "
+                "min(value) AS b_min, max(value) AS b_max, "
+                "argMax(toUnixTimestamp64Micro(ts), step) AS b_time_us "
+                f"FROM {t} FINAL WHERE {where_k} "
+                "GROUP BY key, intDiv(step - transform(key, {keys:Array(String)}, "
+                "{ds_lo:Array(UInt64)}, toUInt64(0)), transform(key, {keys:Array(String)}, "
+                "{ds_width:Array(UInt64)}, toUInt64(1))) AS bucket "
+                "ORDER BY key, bucket", params, "downsampling history")
+            for k, cols in _split_by_key(tbl):
+                s = series[k]
+                s["downsampled"] = True
+                s["step"] = cols["b_step"].tolist()
+                s["value"] = cols["b_value"].tolist()
+                s["min"] = cols["b_min"].tolist()
+                s["max"] = cols["b_max"].tolist()
+                s["time_us"] = cols["b_time_us"].tolist()
+        return [series[k] for k in order]
+
+    def _query_np(self, sql: str, parameters: dict[str, Any], what: str) -> dict[str, np.ndarray]:
+        """A query's columns as numpy arrays (Arrow transfer: no per-row Python objects)."""
+        try:
+            tbl = self.client.query_arrow(sql, parameters=parameters)
+        except Exception as e:
+            raise classify(e, what) from e
+        out: dict[str, np.ndarray] = {}
+        for name in tbl.column_names:
+            col = tbl.column(name)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            out[name] = col.to_numpy()
+        return out
+
+def _empty_series(key: str) -> dict[str, Any]:
+    return {"key": key, "step": [], "value": [], "min": [], "max": [], "time_us": [],
+            "total_points": 0, "downsampled": False}
+
+
+def _split_by_key(cols: dict[str, np.ndarray]):
+    """(key, {column: slice}) for each run of equal keys of a result sorted by key."""
+    keys = cols["key"]
+    if not len(keys):
+        return
+    starts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), len(keys)]
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        yield keys[a], {name: c[a:b] for name, c in cols.items() if name != "key"}
+

@@ -1,0 +1,1 @@
+"""Pieces every role shares: errors, time, partitioning."""

@@ -1,0 +1,127 @@
+"""The Ingest gRPC service: the edge where errors become status codes.
+
+Per stream, requests are handled one after another: a request is appended only after
+the previous one is durable, so a failure can never leave a later batch of a run in
+the log without an earlier one (no gaps from a failed append). Streams run
+concurrently with each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import grpc
+from google.protobuf.message import DecodeError
+from runstream.v1 import ingest_pb2
+
+from ..common.clock import now_us
+from ..common.errors import PermanentError, RetryableError
+from ..eventlog import EventLog
+from .records import build_records, trailer
+from .validation import InvalidEvent, validate_request
+
+log = logging.getLogger(__name__)
+
+SERVICE = "runstream.v1.Ingest"
+
+
+class _Stream:
+    """One open client stream: serialises writes, knows the runs it carries."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
+        self.lock = asyncio.Lock()
+        self.runs: set[str] = set()
+
+    async def write(self, response: ingest_pb2.IngestResponse) -> None:
+        async with self.lock:
+            await self.context.write(response)
+
+
+class IngestService:
+    """Validates, stamps and appends client events; acks what is durable.
+
+    ``push_control`` sends a control message to every stream that carries a run.
+    """
+
+    def __init__(self, event_log: EventLog, gateway_name: str) -> None:
+        self._log = event_log
+        self._name = gateway_name.encode()
+        self._streams_by_run: dict[str, set[_Stream]] = defaultdict(set)
+        self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0}
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        # Requests arrive as raw bytes (no deserializer) so that they can be forwarded
+        # to the log unchanged after validation.
+        method = grpc.stream_stream_rpc_method_handler(
+            self.stream, request_deserializer=None,
+            response_serializer=ingest_pb2.IngestResponse.SerializeToString)
+        return grpc.method_handlers_generic_handler(SERVICE, {"Stream": method})
+
+    async def push_control(self, run_id: str, control: ingest_pb2.Control) -> int:
+        """Send ``control`` to the streams carrying ``run_id``; returns how many got it."""
+        sent = 0
+        for stream in list(self._streams_by_run.get(run_id, ())):
+            try:
+                await stream.write(ingest_pb2.IngestResponse(control=control))
+                sent += 1
+            except Exception:
+                log.debug("control to a closed stream dropped", exc_info=True)
+        return sent
+
+    async def stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
+        s = _Stream(context)
+        try:
+            async for raw in request_iterator:
+                await self._handle(raw, s)
+        finally:
+            for run_id in s.runs:
+                streams = self._streams_by_run.get(run_id)
+                if streams is not None:
+                    streams.discard(s)
+                    if not streams:
+                        del self._streams_by_run[run_id]
+
+    async def _handle(self, raw: bytes, s: _Stream) -> None:
+        received = now_us()
+        try:
+            request = ingest_pb2.IngestRequest.FromString(raw)
+        except DecodeError:
+            await s.context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  "request is not a runstream.v1.IngestRequest")
+        batch_id = request.batch_id
+        try:
+            slices = validate_request(request)
+        except InvalidEvent as e:
+            self.stats["rejected"] += 1
+            await s.write(ingest_pb2.IngestResponse(rejected=ingest_pb2.BatchRejected(
+                batch_id=batch_id, code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                message=str(e), run_id=e.run_id)))
+            return
+        if not slices:
+            await s.write(ingest_pb2.IngestResponse(ack=ingest_pb2.Ack(batch_id=batch_id)))
+            return
+        for sl in slices:
+            if sl.run_id not in s.runs:
+                s.runs.add(sl.run_id)
+                self._streams_by_run[sl.run_id].add(s)
+        records = build_records(raw, request, slices, trailer(received, self._name))
+        try:
+            await self._log.append(records)
+        except RetryableError as e:
+            self.stats["unavailable"] += 1
+            await s.context.abort(grpc.StatusCode.UNAVAILABLE, f"event log unavailable: {e}")
+        except PermanentError as e:
+            self.stats["rejected"] += 1
+            await s.write(ingest_pb2.IngestResponse(rejected=ingest_pb2.BatchRejected(
+                batch_id=batch_id, code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                message=str(e))))
+            return
+        self.stats["requests"] += 1
+        self.stats["events"] += len(request.events)
+        ack = ingest_pb2.Ack(batch_id=batch_id)
+        for sl in slices:
+            ack.runs.add(run_id=sl.run_id, seq=sl.max_seq)
+        await s.write(ingest_pb2.IngestResponse(ack=ack))

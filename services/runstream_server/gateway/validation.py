@@ -1,0 +1,115 @@
+"""Pure checks of an ingest request. Raises ``InvalidEvent`` (a PermanentError)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runstream.v1 import events_pb2, ingest_pb2
+
+from ..common import limits
+from ..common.errors import PermanentError
+
+# Bodies only the server may create.
+_SERVER_ONLY = frozenset({"crashed"})
+
+
+class InvalidEvent(PermanentError):
+    def __init__(self, message: str, run_id: str = "", seq: int = 0) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.seq = seq
+
+
+@dataclass(frozen=True, slots=True)
+class RunSlice:
+    """The events of one run inside a request: indexes into ``request.events``."""
+
+    run_id: str
+    indexes: tuple[int, ...]
+    max_seq: int
+
+
+def _check_name(what: str, value: str, run_id: str) -> None:
+    if not value:
+        raise InvalidEvent(f"{what} is empty", run_id)
+    if len(value) > limits.MAX_ID_CHARS:
+        raise InvalidEvent(f"{what} longer than {limits.MAX_ID_CHARS} characters", run_id)
+    if limits.NAME_FORBIDDEN.search(value):
+        raise InvalidEvent(f"{what} {value!r} contains one of / \\ # ? % : or a control character",
+                           run_id)
+
+
+def _check_keys(what: str, keys, run_id: str, seq: int) -> None:
+    # Cheap C-level passes over the keys: no per-point Python work beyond len().
+    n = len(keys)
+    if n == 0:
+        return
+    if n > limits.MAX_KEYS_PER_EVENT:
+        raise InvalidEvent(f"{what} has {n} keys; the limit is {limits.MAX_KEYS_PER_EVENT}",
+                           run_id, seq)
+    lengths = list(map(len, keys))
+    if min(lengths) == 0:
+        raise InvalidEvent(f"{what} has an empty key", run_id, seq)
+    if max(lengths) > limits.MAX_KEY_CHARS:
+        raise InvalidEvent(f"{what} has a key longer than {limits.MAX_KEY_CHARS} characters",
+                           run_id, seq)
+
+
+def _check_event(ev: events_pb2.Event) -> None:
+    run_id = ev.run_id
+    if not limits.RUN_ID_RE.match(run_id):
+        raise InvalidEvent(f"run_id {run_id[:200]!r} must be 1-128 characters of A-Z a-z 0-9 _ . -",
+                           run_id[:200])
+    _check_name("project", ev.project, run_id)
+    _check_name("entity", ev.entity, run_id)
+    if ev.seq == 0:
+        raise InvalidEvent("seq must start at 1 (seq 0 is reserved for the server)", run_id)
+    if ev.server_time_us:
+        raise InvalidEvent("server_time_us is set by the server; leave it 0", run_id, ev.seq)
+    kind = ev.WhichOneof("body")
+    if kind is None:
+        raise InvalidEvent("event has no body", run_id, ev.seq)
+    if kind in _SERVER_ONLY:
+        raise InvalidEvent(f"{kind} events are made by the server only", run_id, ev.seq)
+    if kind == "log":
+        _check_keys("log", ev.log.numbers, run_id, ev.seq)
+        _check_keys("log", ev.log.others, run_id, ev.seq)
+    elif kind == "config_update":
+        _check_keys("config", ev.config_update.set, run_id, ev.seq)
+    elif kind == "summary_update":
+        _check_keys("summary", ev.summary_update.numbers, run_id, ev.seq)
+        _check_keys("summary", ev.summary_update.others, run_id, ev.seq)
+    elif kind == "run_start":
+        _check_keys("config", ev.run_start.config, run_id, ev.seq)
+
+
+def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:
+    """Check every event; return the request's events grouped by run, in order.
+
+    All or nothing: one bad event rejects the whole request, so a request is either
+    appended entirely or not at all. Within a run, seq must strictly increase.
+    """
+    events = request.events
+    if len(events) > limits.MAX_EVENTS_PER_REQUEST:
+        raise InvalidEvent(f"{len(events)} events in one request; the limit is "
+                           f"{limits.MAX_EVENTS_PER_REQUEST}")
+    by_run: dict[str, list[int]] = {}
+    last_seq: dict[str, int] = {}
+    first_identity: dict[str, tuple[str, str]] = {}
+    for i, ev in enumerate(events):
+        _check_event(ev)
+        rid = ev.run_id
+        prev = last_seq.get(rid)
+        if prev is not None:
+            if ev.seq <= prev:
+                raise InvalidEvent(f"seq {ev.seq} after {prev}: seq must strictly increase per run",
+                                   rid, ev.seq)
+            if first_identity[rid] != (ev.project, ev.entity):
+                raise InvalidEvent("a run's events must all have the same project and entity",
+                                   rid, ev.seq)
+            by_run[rid].append(i)
+        else:
+            by_run[rid] = [i]
+            first_identity[rid] = (ev.project, ev.entity)
+        last_seq[rid] = ev.seq
+    return [RunSlice(rid, tuple(ix), last_seq[rid]) for rid, ix in by_run.items()]

@@ -1,0 +1,163 @@
+"""The projector loop: consume → fold → batch → insert → commit.
+
+Offsets are committed only after ClickHouse accepted the batch (invariant 7), so a
+crash at any point re-delivers records that the fold then skips by position or seq
+(invariant 2). Backpressure is structural: the consumer is not polled while a batch is
+being written, so the log buffers the backlog (Kafka fetches stop at their buffer
+limit) instead of this process.
+
+A failed write (store down) keeps everything: the run-state cache is dropped, the
+consumer rewinds to the committed offsets and the records are folded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+
+from ..common.errors import PermanentError, RetryableError
+from ..config import ProjectorConfig
+from ..eventlog import EventLog, LogConsumer
+from ..store.writer import StoreWriter
+from .processor import RowBatch, RunKey, RunState, fold_record
+
+log = logging.getLogger(__name__)
+
+# A store outage is retried forever; this caps the wait between attempts.
+_MAX_RETRY_S = 5.0
+
+
+class Projector:
+    def __init__(self, event_log: EventLog, store, config: ProjectorConfig) -> None:
+        self._log = event_log
+        self._store = store
+        self._cfg = config
+        self._writer = StoreWriter(store.client, store.database)
+        self._states: dict[RunKey, RunState] = {}
+        self._checked: set[str] = set()      # run ids whose state was looked up in the store
+        self._stopping = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self.records_applied = 0
+        self.batches_written = 0
+        self.last_stats = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        """Stop consuming (operations and tests); the backlog stays in the log."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def run(self, *, from_beginning: bool = False, until_caught_up: bool = False) -> int:
+        """Project until ``stop()``; returns the number of records folded.
+
+        ``from_beginning`` re-reads every partition from offset 0 (replay);
+        ``until_caught_up`` returns once the end of the log is projected and committed.
+        """
+        consumer = self._log.consumer(self._cfg.group, from_beginning_if_new=True)
+        await consumer.start()
+        if from_beginning:
+            for p in consumer.assignment():
+                await consumer.seek(p, 0)
+        try:
+            await self._loop(consumer, until_caught_up)
+        finally:
+            await consumer.close()
+        return self.records_applied
+
+    async def _loop(self, consumer: LogConsumer, until_caught_up: bool) -> None:
+        batch = RowBatch()
+        next_offsets: dict[int, int] = {}
+        first_offsets: dict[int, int] = {}
+        self._crc = 0
+        started = time.monotonic()
+        retry_s = 0.1
+        while True:
+            if self._stopping.is_set():
+                await self._flush(consumer, batch, first_offsets, next_offsets)
+                return
+            await self._running.wait()
+            records = await consumer.poll(timeout_s=min(0.1, self._cfg.batch_max_s),
+                                          max_records=self._cfg.poll_max_records)
+            if records:
+                if not next_offsets and not batch:
+                    started = time.monotonic()
+                try:
+                    await self._load_states({r.key.decode() for r in records})
+                except RetryableError:
+                    log.warning("projector: store unavailable while loading run states")
+                    await self._rewind(consumer)
+                    batch, next_offsets, first_offsets = RowBatch(), {}, {}
+                    self._crc = 0
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(_MAX_RETRY_S, retry_s * 2)
+                    continue
+                for r in records:
+                    fold_record(self._states, r.value, r.partition, r.offset, batch)
+                    first_offsets.setdefault(r.partition, r.offset)
+                    self._crc = zlib.crc32(r.value, self._crc)
+                    next_offsets[r.partition] = r.offset + 1
+                self.records_applied += len(records)
+            full = batch.total_rows() >= self._cfg.batch_max_rows
+            due = next_offsets and time.monotonic() - started >= self._cfg.batch_max_s
+            idle = next_offsets and not records
+            if full or due or idle:
+                try:
+                    await self._flush(consumer, batch, first_offsets, next_offsets)
+                    retry_s = 0.1
+                except RetryableError:
+                    log.warning("projector: store write failed; will re-fold from the last "
+                                "commit", exc_info=True)
+                    await self._rewind(consumer)
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(_MAX_RETRY_S, retry_s * 2)
+                batch, next_offsets, first_offsets = RowBatch(), {}, {}
+                self._crc = 0
+                started = time.monotonic()
+            if until_caught_up and not records and not next_offsets:
+                caught = await consumer.caught_up()
+                if all(ok for ok, _ in caught.values()):
+                    return
+
+    async def _load_states(self, run_ids: set[str]) -> None:
+        missing = [rid for rid in run_ids if rid not in self._checked]
+        if not missing:
+            return
+        loaded = await self._store.call(self._writer.load_states, missing)
+        self._states.update(loaded)
+        self._checked.update(missing)
+
+    async def _flush(self, consumer: LogConsumer, batch: RowBatch, first_offsets: dict[int, int],
+                     next_offsets: dict[int, int]) -> None:
+        if batch:
+            # The token names exactly the records folded into this batch (offset ranges and
+            # a CRC of their bytes, since a log that lost its tail after a machine crash
+            # reuses offsets), so a retried insert of the same batch is dropped by the
+            # store and a different batch never is.
+            ranges = ",".join(f"{p}:{first_offsets[p]}-{o}"
+                              for p, o in sorted(next_offsets.items()))
+            token = f"{ranges}#{self._crc:08x}"
+            try:
+                await self._store.call(self._writer.write, batch, f"{self._cfg.group}@{token}")
+            except PermanentError:
+                # Rows the store can never accept must not stop the pipeline forever.
+                log.exception("projector: batch refused by the store; skipped (offsets %s)",
+                              token)
+            self.batches_written += 1
+            self.last_stats = batch.stats
+        if next_offsets:
+            await consumer.commit(dict(next_offsets))
+
+    async def _rewind(self, consumer: LogConsumer) -> None:
+        self._states.clear()
+        self._checked.clear()
+        for p in consumer.assignment():
+            committed = await consumer.committed(p)
+            await consumer.seek(p, committed or 0)

@@ -1,0 +1,169 @@
+"""One process running any set of roles: the embedded server runs them all.
+
+``Server`` is the single factory that composes the roles from a validated
+``ServerConfig``: it opens the event log (local or Kafka), the store when a role needs
+it, the gRPC server (ingest, query, health) and the HTTP API, and starts the
+projector and reaper tasks. ``stop`` shuts down in reverse order, flushing the
+projector and committing its offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from runstream.v1 import query_pb2_grpc
+
+from .config import ServerConfig
+from .eventlog import EventLog
+
+log = logging.getLogger(__name__)
+
+
+def make_event_log(cfg: ServerConfig) -> EventLog:
+    ec = cfg.event_log
+    if ec.kind == "kafka":
+        from .eventlog.kafka import KafkaEventLog
+        return KafkaEventLog(bootstrap=ec.kafka_bootstrap, topic=ec.topic,
+                             partitions=ec.partitions)
+    from .eventlog.local import LocalEventLog
+    return LocalEventLog(cfg.data_dir / "eventlog", partitions=ec.partitions, fsync=ec.fsync,
+                         fsync_interval_s=ec.fsync_interval_s)
+
+
+def open_store(cfg: ServerConfig):
+    """Connect to the store and apply pending migrations (blocking)."""
+    from .store.client import connect
+    from .store.migrate import apply_migrations
+    client = connect(cfg.store_dsn, cfg.store.database)
+    apply_migrations(client, cfg.store.database)
+    return client
+
+
+@dataclass
+class Addresses:
+    grpc: str = ""
+    http: str = ""
+    roles: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.instance = cfg.instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.addresses = Addresses(roles=cfg.roles)
+        self.event_log: EventLog | None = None
+        self.store = None
+        self.ingest = None
+        self.projector = None
+        self.reaper = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health: HealthServicer | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> Addresses:
+        cfg = self.cfg
+        if cfg.event_log.kind == "local":
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.event_log = make_event_log(cfg)
+        await self.event_log.start()
+
+        if cfg.needs_store:
+            from .api.store_access import StoreAccess
+            client = await asyncio.to_thread(open_store, cfg)
+            self.store = StoreAccess(client, cfg.store.database)
+
+        if cfg.needs_grpc:
+            await self._start_grpc()
+        if "api" in cfg.roles:
+            await self._start_http()
+        if "projector" in cfg.roles:
+            from .projector.service import Projector
+            self.projector = Projector(self.event_log, self.store, cfg.projector)
+            self._tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
+        if "reaper" in cfg.roles:
+            from .reaper.service import Reaper
+            self.reaper = Reaper(self.event_log, cfg.reaper, self.instance)
+            self._tasks.append(asyncio.create_task(self.reaper.run(), name="reaper"))
+        for t in self._tasks:
+            t.add_done_callback(self._task_done)
+        return self.addresses
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
+
+    async def _start_grpc(self) -> None:
+        cfg = self.cfg
+        options = [("grpc.max_receive_message_length", cfg.gateway.max_message_bytes),
+                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        if cfg.gateway.max_connection_age_s:
+            age_ms = int(cfg.gateway.max_connection_age_s * 1000)
+            options += [("grpc.max_connection_age_ms", age_ms),
+                        ("grpc.max_connection_age_grace_ms", 30_000)]
+        server = grpc.aio.server(options=options)
+        services = []
+        if "gateway" in cfg.roles:
+            from .gateway.service import IngestService
+            self.ingest = IngestService(self.event_log, self.instance)
+            server.add_generic_rpc_handlers((self.ingest.handler(),))
+            services.append("runstream.v1.Ingest")
+        if "api" in cfg.roles:
+            from .api.grpc_query import QueryService
+            from .api.queries import Queries
+            query_pb2_grpc.add_QueryServicer_to_server(
+                QueryService(self.store, Queries(self.store.client, self.store.database)),
+                server)
+            services.append("runstream.v1.Query")
+        self._health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        if port == 0:
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.grpc_port}")
+        await server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ["", *services]:
+            await self._health.set(name, serving)
+        self._grpc = server
+        self.addresses.grpc = f"{cfg.host}:{port}"
+
+    async def _start_http(self) -> None:
+        from .api.http import HttpApi
+        from .api.queries import Queries
+        api = HttpApi(self.store, Queries(self.store.client, self.store.database))
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.http_port)
+        await site.start()
+        port = runner.addresses[0][1]
+        self._http = runner
+        self.addresses.http = f"http://{self.cfg.host}:{port}"
+
+    async def stop(self) -> None:
+        """Graceful stop: refuse new streams, finish in-flight ones, flush and commit."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
+        if self._http is not None:
+            await self._http.cleanup()
+        for component in (self.projector, self.reaper):
+            if component is not None:
+                component.stop()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=30)
+            for t in pending:
+                t.cancel()
+        if self.event_log is not None:
+            await self.event_log.close()
+        if self.store is not None:
+            self.store.close()
