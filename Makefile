@@ -37,7 +37,7 @@ proto-check: setup
 	  || { echo "generated protos are stale: run 'make proto' and commit"; exit 1; }
 
 lint: setup
-	$(BIN)/ruff check client services tests scripts bench
+	$(BIN)/ruff check .
 
 kafka-libs:
 	scripts/fetch-kafka.sh
