@@ -25,7 +25,7 @@ tmp="$LIBS.tmp.$$"
 trap 'rm -rf "$tmp"' EXIT
 rm -rf "$tmp"
 echo "fetch-kafka: resolving $POM into $LIBS" >&2
-mvn -B -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$tmp"
+mvn -B -q -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$tmp"
 compgen -G "$tmp/kafka_2.13-*.jar" >/dev/null || { echo "fetch-kafka: no kafka_2.13 jar resolved" >&2; exit 1; }
 echo "$want" >"$tmp/.stamp"
 rm -rf "$LIBS"

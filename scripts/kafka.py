@@ -60,8 +60,13 @@ def cmd_up(state_dir: Path, heap: str) -> int:
         print(f"KAFKA_BOOTSTRAP={state['bootstrap']}")
         return 0
     state_path.unlink(missing_ok=True)
-    if not libs_available():
-        fetch_libs()
+    try:
+        fetch_libs()  # instant when the jars match deploy/kafka/pom.xml
+    except KafkaBrokerError as exc:
+        if not libs_available():
+            print(f"kafka: {exc}", file=sys.stderr)
+            return 1
+        print(f"kafka: using the jars already present ({exc})", file=sys.stderr)
     broker = KafkaBroker(state_dir / "run", heap=heap)
     try:
         broker.start()

@@ -378,8 +378,7 @@ class KafkaBroker:
             if remaining <= 0:
                 raise KafkaBrokerError(
                     self._failure(
-                        f"the broker was not ready after {self.ready_timeout_s:g} s "
-                        f"({last_error})"
+                        f"the broker was not ready after {self.ready_timeout_s:g} s ({last_error})"
                     )
                 )
             if _port_open(self.broker_port):

@@ -65,13 +65,16 @@ class Journal:
     def ack(self, run_id: str, seq: int, rejected: bool = False) -> None:
         """Everything of ``run_id`` up to ``seq`` is durable (or was refused for good)."""
         with self._cond:
-            if seq <= self._acked.get(run_id, 0):
+            prev = self._acked.get(run_id, 0)
+            if seq <= prev:
                 return
             self._acked[run_id] = seq
             entries = self._entries
             if rejected:
+                # Only entries not acknowledged before: acked ones can still be in the
+                # deque, behind an un-acked entry of another run.
                 self.rejected_events += sum(1 for e in entries
-                                            if e.run_id == run_id and e.seq <= seq)
+                                            if e.run_id == run_id and prev < e.seq <= seq)
             while entries and entries[0].seq <= self._acked.get(entries[0].run_id, 0):
                 entries.popleft()
             self._cond.notify_all()

@@ -116,8 +116,16 @@ class Sender:
         hb = asyncio.create_task(self._heartbeat_loop())
         backoff = 0.1
         while not self._stop.is_set():
+            conn = asyncio.create_task(self._connection())
+            stopper = asyncio.create_task(self._astop.wait())
+            await asyncio.wait({conn, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not conn.done() and not self.connected:
+                # Stopping while no connection exists: nothing can be delivered now.
+                conn.cancel()
+                break
             try:
-                got_ack = await self._connection()
+                got_ack = await conn
             except _ANY_CALL_ERROR as e:
                 got_ack = getattr(e, "_runstream_got_ack", False)
                 log.debug("runstream stream ended: %s", e)

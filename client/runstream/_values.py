@@ -26,6 +26,9 @@ def as_number(v: Any) -> float | None:
         return v
     if isinstance(v, bool):
         return 1.0 if v else 0.0
+    if type(v).__module__ == "numpy" and getattr(v, "shape", None) == () \
+            and getattr(getattr(v, "dtype", None), "kind", None) == "b":
+        return 1.0 if v else 0.0   # numpy.bool_ is not a numbers.Real
     if isinstance(v, numbers.Real):
         try:
             return float(v)

@@ -15,8 +15,8 @@ from .common.errors import ConfigError
 
 ROLES = ("gateway", "projector", "reaper", "api")
 FSYNC_POLICIES = ("always", "interval", "never")
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-_DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}\Z")
+_DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 @dataclass(frozen=True)

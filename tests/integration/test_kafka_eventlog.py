@@ -9,12 +9,12 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from runstream_server.common.errors import PermanentError
+from runstream_server.common.errors import PermanentError, RetryableError
 from runstream_server.common.partitioning import partition_for
 from runstream_server.eventlog.base import EventLog, LogConsumer, Record
 from runstream_server.eventlog.kafka import KafkaEventLog, KafkaLogConsumer
 
-from tests.fixtures.kafka import KAFKA_TEST_PARTITIONS
+from tests.fixtures.kafka import KAFKA_TEST_PARTITIONS, load_broker_module
 
 # Fast rebalances: a member learns of a new one within a heartbeat.
 FAST_GROUP = {"heartbeat_interval_ms": 200, "session_timeout_ms": 6000}
@@ -313,3 +313,41 @@ def test_record_too_large_is_permanent_and_nothing_is_sent(kafka_bootstrap, kafk
         await log.close()
 
     run(main())
+
+
+def test_broker_away_gives_retryable_errors_and_a_clean_close(kafka_bootstrap, tmp_path):
+    # A broker of its own, stopped mid-test (kafka_bootstrap: jars present, or skip/fail).
+    kb = load_broker_module()
+    if not kb.libs_available():
+        pytest.skip("no Kafka jars (external broker)")
+    broker = kb.KafkaBroker(tmp_path / "kafka")
+    broker.start()
+
+    async def main():
+        log = KafkaEventLog(
+            broker.bootstrap, "away", partitions=2, request_timeout_ms=1000, append_timeout_s=1
+        )
+        await log.start()
+        assert await log.append([(b"run-a", b"1")]) == [(partition_for("run-a", 2), 0)]
+        consumer = log.consumer(new_group())
+        await consumer.start()
+        broker.stop()
+        t0 = time.monotonic()
+        with pytest.raises(RetryableError):
+            await log.append([(b"run-a", b"2"), (b"run-b", b"3")])
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(RetryableError):
+            await log.end_offsets()
+        with pytest.raises(RetryableError):
+            await consumer.commit({partition_for("run-a", 2): 1})
+        with pytest.raises(RetryableError):
+            await consumer.caught_up()
+        t0 = time.monotonic()
+        await consumer.close()
+        await log.close()
+        assert time.monotonic() - t0 < 10
+
+    try:
+        run(main(), 60)
+    finally:
+        broker.stop()

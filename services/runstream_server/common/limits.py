@@ -10,6 +10,6 @@ MAX_KEY_CHARS = 256                # metric, config and summary keys
 MAX_KEYS_PER_EVENT = 10_000        # entries of one log / config / summary update
 MAX_EVENTS_PER_REQUEST = 100_000
 # Run ids become URLs and file names: URL-safe characters only.
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")  # \Z: "$" would accept a trailing "\n"
 # Project and entity names appear in URLs; these characters would break them.
 NAME_FORBIDDEN = re.compile(r"[/\\#?%:\x00-\x1f\x7f]")

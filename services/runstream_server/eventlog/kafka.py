@@ -19,6 +19,7 @@ every projection is rebuilt from) and stamp them with the broker's time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,7 +33,6 @@ from aiokafka.errors import (
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     KafkaError,
-    KafkaTimeoutError,
     MessageSizeTooLargeError,
     PolicyViolationError,
     RecordListTooLargeError,
@@ -76,8 +76,37 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, absorbing aiokafka's stray CancelledError.
+
+    aiokafka 0.14's ``Fetcher.close()`` cancels and awaits fetch tasks; one that is
+    backing off after a failed fetch (broker away) re-raises the CancelledError out of
+    ``stop()`` (aio-libs/aiokafka#647), leaving the client open. Our own task's
+    cancellation still propagates.
+    """
+    try:
+        await consumer.stop()
+        return
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    fetcher = getattr(consumer, "_fetcher", None)
+    for pending in list(getattr(fetcher, "_pending_tasks", ())):
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pending
+    client = getattr(consumer, "_client", None)
+    if client is not None:
+        await client.close()
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _retryable(what: str, exc: BaseException) -> RetryableError:
-    return RetryableError(f"kafka: {what}: {type(exc).__name__}: {exc}")
+    detail = str(exc) or "timed out"
+    return RetryableError(f"kafka: {what}: {type(exc).__name__}: {detail}")
 
 
 class KafkaEventLog(EventLog):
@@ -85,7 +114,16 @@ class KafkaEventLog(EventLog):
 
     ``partitions`` is the count used when the topic is created; once started, the log
     uses the topic's real count. ``replication_factor`` applies to a topic created here
-    (``None``: 3, or the number of brokers when there are fewer).
+    (``None``: 3, or the number of brokers when there are fewer); ``topic_configs``
+    replaces ``TOPIC_CONFIGS`` for it. ``append`` gives up after ``append_timeout_s``
+    (aiokafka itself retries for as long as the broker is away) with ``RetryableError``;
+    ``close`` waits as long for unacknowledged records. ``consumer_options`` are extra
+    ``AIOKafkaConsumer`` arguments for every consumer (for example
+    ``heartbeat_interval_ms``: a new member joins within about one heartbeat).
+
+    ``start`` raises ``RetryableError`` when Kafka cannot be reached or the topic does
+    not exist (and is not to be created), ``ConfigError`` when Kafka refuses to create
+    the topic with these settings.
     """
 
     def __init__(
@@ -205,16 +243,20 @@ class KafkaEventLog(EventLog):
             try:
                 await asyncio.wait_for(producer.flush(), self._append_timeout_s)
             except TimeoutError:
-                # The broker is away: give up on what is unacknowledged (its appends
-                # already raised RetryableError) instead of flushing forever in stop().
+                # The broker is away and aiokafka would retry forever inside stop(): stop
+                # its sender first, dropping what is unacknowledged (those appends already
+                # raised RetryableError, so the callers re-send).
                 log.warning("kafka: closing with unacknowledged records for %s", self._topic)
-                accumulator = getattr(producer, "_message_accumulator", None)
-                if accumulator is not None:
-                    accumulator.fail_all(KafkaTimeoutError("event log closed before delivery"))
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    await sender.close()
         for client in (producer, offsets):
             if client is not None:
                 try:
-                    await client.stop()
+                    if isinstance(client, AIOKafkaConsumer):
+                        await _stop_consumer(client)
+                    else:
+                        await client.stop()
                 except Exception:
                     log.warning("kafka: error while closing %r", client, exc_info=True)
 
@@ -232,11 +274,15 @@ class KafkaEventLog(EventLog):
             if replication is None:
                 brokers = (await admin.describe_cluster()).get("brokers") or []
                 replication = max(1, min(3, len(brokers)))
+            configs = dict(self._topic_configs)
+            if replication >= 3:
+                # acks=all means "all in-sync replicas": require two of them.
+                configs.setdefault("min.insync.replicas", "2")
             topic = NewTopic(
                 self._topic,
                 num_partitions=self._partitions,
                 replication_factor=replication,
-                topic_configs=self._topic_configs,
+                topic_configs=configs,
             )
             response = await admin.create_topics([topic])
             for name, code, *rest in response.topic_errors:
@@ -301,12 +347,10 @@ class KafkaEventLog(EventLog):
             out.append((metadata.partition, metadata.offset))
         return out
 
-    def _append_error(self, exc: BaseException) -> Exception:
+    def _append_error(self, exc: BaseException) -> PermanentError | RetryableError:
         if isinstance(exc, _SIZE_ERRORS):
             return PermanentError(f"kafka rejected a record as too large: {exc}")
-        if isinstance(exc, (KafkaError, TimeoutError, OSError)):
-            return _retryable(f"append to {self._topic!r} failed", exc)
-        return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+        return _retryable(f"append to {self._topic!r} failed", exc)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -438,7 +482,7 @@ class KafkaLogConsumer(LogConsumer):
         self._positions.clear()
         if consumer is not None:
             try:
-                await consumer.stop()
+                await _stop_consumer(consumer)
             except Exception:
                 log.warning("kafka: error while closing consumer of %s", self._group, exc_info=True)
 
@@ -586,9 +630,12 @@ class KafkaLogConsumer(LogConsumer):
         out: dict[int, tuple[bool, float]] = {}
         for tp in tps:
             try:
-                position = await consumer.position(tp)
+                position = await asyncio.wait_for(consumer.position(tp), self._timeout_s)
             except IllegalStateError:
                 continue  # revoked while we looked
+            except TimeoutError:
+                out[tp.partition] = (False, now)  # position unknown: not caught up
+                continue
             self._positions[tp.partition] = position
             out[tp.partition] = (position >= ends[tp], now)
         return out

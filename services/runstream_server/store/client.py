@@ -24,7 +24,7 @@ from clickhouse_connect.driver.exceptions import (
 
 from ..common.errors import ConfigError, PermanentError, RetryableError, RunstreamError
 
-_DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DB_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _CODE_RE = re.compile(r"Code: (\d+)")
 
 # Server error codes that mean "this input can never be accepted" (retrying is pointless).
