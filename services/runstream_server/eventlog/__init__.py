@@ -5,6 +5,6 @@ and ``kafka`` (aiokafka, the distributed deployment) implement it, and one contr
 suite (``tests/contract/test_eventlog.py``) runs against both.
 """
 
-from .base import EventLog, LogConsumer, Record
+from .base import EventLog, LogConsumer, PartitionsCallback, Record
 
-__all__ = ["EventLog", "LogConsumer", "Record"]
+__all__ = ["EventLog", "LogConsumer", "PartitionsCallback", "Record"]

@@ -10,8 +10,11 @@ restarts of the consumer and of the log.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+# Called with the partitions a rebalance took away or gave; runs inside poll().
+PartitionsCallback = Callable[[set[int]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +58,17 @@ class EventLog(abc.ABC):
         """
 
     @abc.abstractmethod
-    def consumer(self, group: str, *, from_beginning_if_new: bool = True) -> LogConsumer:
-        """A new consumer in ``group``. Start it with ``await consumer.start()``."""
+    def consumer(self, group: str, *, from_beginning_if_new: bool = True,
+                 on_revoke: PartitionsCallback | None = None,
+                 on_assign: PartitionsCallback | None = None) -> LogConsumer:
+        """A new consumer in ``group``. Start it with ``await consumer.start()``.
+
+        Consumers of one group share the partitions. When a rebalance takes partitions
+        away, ``on_revoke`` runs inside ``poll()`` before records of the new assignment
+        are returned: flush and commit what was processed there. ``on_assign`` runs for
+        partitions gained. Committing a partition the consumer no longer owns raises
+        ``RetryableError``.
+        """
 
     @abc.abstractmethod
     async def end_offsets(self) -> dict[int, int]:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -43,7 +43,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ..common.errors import ConfigError, PermanentError, RetryableError
-from .base import EventLog, LogConsumer, Record
+from .base import EventLog, LogConsumer, PartitionsCallback, Record
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ TOPIC_CONFIGS: dict[str, str] = {
     "cleanup.policy": "delete",
 }
 
-PartitionsCallback = Callable[[set[int]], Awaitable[None]]
 
 _SIZE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 _CONFIG_ERRORS = (

@@ -66,7 +66,7 @@ from pathlib import Path
 
 from ..common.errors import ConfigError, PermanentError, RetryableError
 from ..common.partitioning import partition_for
-from .base import EventLog, LogConsumer, Record
+from .base import EventLog, LogConsumer, PartitionsCallback, Record
 from .segment import (
     MAX_BODY,
     PREFIX_SIZE,
@@ -602,10 +602,12 @@ class LocalEventLog(EventLog):
 
     # ------------------------------------------------------------------ consumers
 
-    def consumer(self, group: str, *, from_beginning_if_new: bool = True) -> LogConsumer:
+    def consumer(self, group: str, *, from_beginning_if_new: bool = True,
+                 on_revoke: PartitionsCallback | None = None,
+                 on_assign: PartitionsCallback | None = None) -> LogConsumer:
         if not isinstance(group, str) or not group or len(group) > _MAX_GROUP_NAME:
             raise ValueError(f"group must be a non-empty string of at most {_MAX_GROUP_NAME}")
-        return _LocalConsumer(self, group, from_beginning_if_new)
+        return _LocalConsumer(self, group, from_beginning_if_new, on_revoke, on_assign)
 
     def _join(self, consumer: _LocalConsumer) -> None:
         self._consumers.add(consumer)
@@ -670,9 +672,17 @@ def _fsync_path(path: Path) -> None:
 
 
 class _LocalConsumer(LogConsumer):
-    def __init__(self, log_: LocalEventLog, group: str, from_beginning_if_new: bool) -> None:
+    def __init__(self, log_: LocalEventLog, group: str, from_beginning_if_new: bool,
+                 on_revoke: PartitionsCallback | None = None,
+                 on_assign: PartitionsCallback | None = None) -> None:
         self._log = log_
         self.group = group
+        # Rebalances happen synchronously on join/leave; the callbacks run at the start
+        # of this member's next poll(), as aiokafka runs them inside getmany().
+        self._on_revoke = on_revoke
+        self._on_assign = on_assign
+        self._pending_revoked: set[int] = set()
+        self._pending_assigned: set[int] = set()
         self._from_beginning = from_beginning_if_new
         self._assignment: set[int] = set()
         self._positions: dict[int, int] = {}
@@ -718,6 +728,8 @@ class _LocalConsumer(LogConsumer):
 
     def _assign(self, partitions: set[int]) -> None:
         old = self._assignment
+        self._pending_revoked |= old - partitions
+        self._pending_assigned = (self._pending_assigned | (partitions - old)) & partitions
         for p in old - partitions:
             self._positions.pop(p, None)
         committed = self._log._committed.get(self.group, {})
@@ -730,6 +742,14 @@ class _LocalConsumer(LogConsumer):
         self._assignment = set(partitions)
         self._paused &= self._assignment
         self._wake()
+
+    async def _run_callbacks(self) -> None:
+        revoked, self._pending_revoked = self._pending_revoked, set()
+        assigned, self._pending_assigned = self._pending_assigned, set()
+        if revoked and self._on_revoke is not None:
+            await self._on_revoke(revoked)
+        if assigned and self._on_assign is not None:
+            await self._on_assign(assigned)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -796,6 +816,7 @@ class _LocalConsumer(LogConsumer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         async with self._poll_lock:
+            await self._run_callbacks()
             while True:
                 self._check_active()
                 plan = self._plan(max_records)

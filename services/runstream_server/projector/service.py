@@ -43,6 +43,8 @@ class Projector:
         self.records_applied = 0
         self.batches_written = 0
         self.last_stats = None
+        self._consumer: LogConsumer | None = None
+        self._new_batch()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -61,7 +63,9 @@ class Projector:
         ``from_beginning`` re-reads every partition from offset 0 (replay);
         ``until_caught_up`` returns once the end of the log is projected and committed.
         """
-        consumer = self._log.consumer(self._cfg.group, from_beginning_if_new=True)
+        consumer = self._log.consumer(self._cfg.group, from_beginning_if_new=True,
+                                      on_revoke=self._on_revoke)
+        self._consumer = consumer
         await consumer.start()
         if from_beginning:
             for p in consumer.assignment():
@@ -72,59 +76,73 @@ class Projector:
             await consumer.close()
         return self.records_applied
 
-    async def _loop(self, consumer: LogConsumer, until_caught_up: bool) -> None:
-        batch = RowBatch()
-        next_offsets: dict[int, int] = {}
-        first_offsets: dict[int, int] = {}
+    def _new_batch(self) -> None:
+        self._batch = RowBatch()
+        self._first: dict[int, int] = {}     # per partition: first offset in the batch
+        self._next: dict[int, int] = {}      # per partition: offset after the last one
         self._crc = 0
-        started = time.monotonic()
+        self._started = time.monotonic()
+
+    async def _loop(self, consumer: LogConsumer, until_caught_up: bool) -> None:
+        self._new_batch()
         retry_s = 0.1
         while True:
             if self._stopping.is_set():
-                await self._flush(consumer, batch, first_offsets, next_offsets)
+                await self._flush()
                 return
             await self._running.wait()
             records = await consumer.poll(timeout_s=min(0.1, self._cfg.batch_max_s),
                                           max_records=self._cfg.poll_max_records)
             if records:
-                if not next_offsets and not batch:
-                    started = time.monotonic()
+                if not self._next:
+                    self._started = time.monotonic()
                 try:
                     await self._load_states({r.key.decode() for r in records})
                 except RetryableError:
                     log.warning("projector: store unavailable while loading run states")
                     await self._rewind(consumer)
-                    batch, next_offsets, first_offsets = RowBatch(), {}, {}
-                    self._crc = 0
                     await asyncio.sleep(retry_s)
                     retry_s = min(_MAX_RETRY_S, retry_s * 2)
                     continue
                 for r in records:
-                    fold_record(self._states, r.value, r.partition, r.offset, batch)
-                    first_offsets.setdefault(r.partition, r.offset)
+                    fold_record(self._states, r.value, r.partition, r.offset, self._batch)
+                    self._first.setdefault(r.partition, r.offset)
+                    self._next[r.partition] = r.offset + 1
                     self._crc = zlib.crc32(r.value, self._crc)
-                    next_offsets[r.partition] = r.offset + 1
                 self.records_applied += len(records)
-            full = batch.total_rows() >= self._cfg.batch_max_rows
-            due = next_offsets and time.monotonic() - started >= self._cfg.batch_max_s
-            idle = next_offsets and not records
+            full = self._batch.total_rows() >= self._cfg.batch_max_rows
+            due = self._next and time.monotonic() - self._started >= self._cfg.batch_max_s
+            idle = self._next and not records
             if full or due or idle:
                 try:
-                    await self._flush(consumer, batch, first_offsets, next_offsets)
+                    await self._flush()
                     retry_s = 0.1
                 except RetryableError:
-                    log.warning("projector: store write failed; will re-fold from the last "
-                                "commit", exc_info=True)
+                    log.warning("projector: store write or commit failed; will re-fold from "
+                                "the last commit", exc_info=True)
                     await self._rewind(consumer)
                     await asyncio.sleep(retry_s)
                     retry_s = min(_MAX_RETRY_S, retry_s * 2)
-                batch, next_offsets, first_offsets = RowBatch(), {}, {}
-                self._crc = 0
-                started = time.monotonic()
-            if until_caught_up and not records and not next_offsets:
+            if until_caught_up and not records and not self._next:
                 caught = await consumer.caught_up()
                 if all(ok for ok, _ in caught.values()):
                     return
+
+    async def _on_revoke(self, partitions: set[int]) -> None:
+        """A rebalance takes ``partitions`` away: write and commit what was folded, and
+        forget their runs (their new owner loads them from the store)."""
+        try:
+            await self._flush()
+        except RetryableError:
+            log.warning("projector: flush on revoke failed; the new owner re-folds",
+                        exc_info=True)
+            self._states.clear()
+            self._checked.clear()
+            self._new_batch()
+            return
+        for key in [k for k, st in self._states.items() if st.applied_partition in partitions]:
+            del self._states[key]
+        self._checked.clear()
 
     async def _load_states(self, run_ids: set[str]) -> None:
         missing = [rid for rid in run_ids if rid not in self._checked]
@@ -134,28 +152,29 @@ class Projector:
         self._states.update(loaded)
         self._checked.update(missing)
 
-    async def _flush(self, consumer: LogConsumer, batch: RowBatch, first_offsets: dict[int, int],
-                     next_offsets: dict[int, int]) -> None:
+    async def _flush(self) -> None:
+        """Write the batch, then commit the next offsets; start a new batch."""
+        batch, first, nxt = self._batch, self._first, self._next
         if batch:
             # The token names exactly the records folded into this batch (offset ranges and
             # a CRC of their bytes, since a log that lost its tail after a machine crash
             # reuses offsets), so a retried insert of the same batch is dropped by the
             # store and a different batch never is.
-            ranges = ",".join(f"{p}:{first_offsets[p]}-{o}"
-                              for p, o in sorted(next_offsets.items()))
-            token = f"{ranges}#{self._crc:08x}"
+            ranges = ",".join(f"{p}:{first[p]}-{o}" for p, o in sorted(nxt.items()))
+            token = f"{self._cfg.group}@{ranges}#{self._crc:08x}"
             try:
-                await self._store.call(self._writer.write, batch, f"{self._cfg.group}@{token}")
+                await self._store.call(self._writer.write, batch, token)
             except PermanentError:
                 # Rows the store can never accept must not stop the pipeline forever.
-                log.exception("projector: batch refused by the store; skipped (offsets %s)",
-                              token)
+                log.exception("projector: batch refused by the store; skipped (%s)", ranges)
             self.batches_written += 1
             self.last_stats = batch.stats
-        if next_offsets:
-            await consumer.commit(dict(next_offsets))
+        if nxt:
+            await self._consumer.commit(dict(nxt))
+        self._new_batch()
 
     async def _rewind(self, consumer: LogConsumer) -> None:
+        self._new_batch()
         self._states.clear()
         self._checked.clear()
         for p in consumer.assignment():

@@ -83,6 +83,10 @@ class LivenessTable:
                 out.append(lv)
         return out
 
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop the runs of ``partitions`` (no longer ours after a rebalance)."""
+        self.runs = {k: lv for k, lv in self.runs.items() if lv.partition not in partitions}
+
     def retry(self, runs: list[Liveness]) -> None:
         """The Crashed events for ``runs`` could not be appended: judge them again."""
         for lv in runs:

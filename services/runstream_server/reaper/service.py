@@ -50,7 +50,8 @@ class Reaper:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = self._log.consumer(self._cfg.group, from_beginning_if_new=True)
+        consumer = self._log.consumer(self._cfg.group, from_beginning_if_new=True,
+                                      on_revoke=self._on_revoke)
         await consumer.start()
         timeout_us = int(self._cfg.heartbeat_timeout_s * 1e6)
         next_tick = time.monotonic()
@@ -74,6 +75,10 @@ class Reaper:
                     await asyncio.sleep(self._cfg.tick_s)
         finally:
             await consumer.close()
+
+    async def _on_revoke(self, partitions: set[int]) -> None:
+        # Another reaper judges these runs now; it re-reads the partitions from the start.
+        self.table.forget_partitions(partitions)
 
     async def _emit(self, due: list[Liveness], timeout_us: int) -> None:
         now = now_us()
