@@ -147,5 +147,14 @@ def test_replay_from_kafka_gives_identical_answers(cluster):
     out = subprocess.run([str(BIN / "runstream"), "replay", *cluster.log_args, "--data-dir",
                           str(cluster.data_dir)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+    # Read the rebuilt tables through the api role alone (`runstream api`).
+    api = ServerProcess(["api", "--data-dir", str(cluster.data_dir), "--grpc-port", "0",
+                         "--http-port", "0"], log_path=cluster.tmp / "api.log").start()
+    q = QueryClient(api.grpc, api.http, ENTITY)
+    try:
+        assert {p: q.snapshot(p) for p in projects} == before
+    finally:
+        q.close()
+        api.stop()
     cluster.restart_store()
     assert {p: cluster.q.snapshot(p) for p in projects} == before

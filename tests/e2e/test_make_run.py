@@ -54,3 +54,21 @@ def test_invalid_configuration_fails_the_boot(tmp_path):
     r = subprocess.run([str(BIN / "runstream"), "server", "--roles", "gateway,oracle"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown roles" in r.stderr
+
+
+def test_migrate_is_idempotent(tmp_path):
+    cmd = [str(BIN / "runstream"), "migrate", "--data-dir", str(tmp_path), "--database", "mig"]
+    for _ in range(2):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "migrations applied to mig" in r.stdout
+    import clickhouse_connect
+    client = clickhouse_connect.get_client(dsn=f"chdb:///{tmp_path / 'clickhouse'}")
+    try:
+        tables = {row[0] for row in client.query("SHOW TABLES FROM mig").result_rows}
+        applied = client.query("SELECT count() FROM mig.schema_migrations").result_rows
+    finally:
+        client.close()
+    assert {"history_numeric", "history_other", "runs"} <= tables
+    assert applied == [(len(list((REPO / "services/runstream_server/store/migrations")
+                                 .glob("*.sql"))),)]
