@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 
@@ -19,6 +20,10 @@ def _env_float(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class Settings:
     url: str = "localhost:50051"
+    # Where init(id=...) asks for a run's state (Query.GetRun; RUNSTREAM_API_URL, as
+    # runstream.Api()); empty: url. The embedded server serves both on one port;
+    # distributed: an api process.
+    query_url: str = ""
     entity: str = ""
     # An idle run sends a heartbeat this often; the server's crash timeout (60 s by
     # default) must be several intervals long so one lost heartbeat is not a crash.
@@ -33,15 +38,23 @@ class Settings:
     max_request_bytes: int = 4 * 1024 * 1024
     max_inflight_requests: int = 16
     reconnect_max_s: float = 5.0
+    # A stop requested from the UI/API (``Api().run(path).stop()``): stop_fn() is called
+    # (in a runstream thread) if set, else KeyboardInterrupt is raised in the main
+    # thread; a run not finished stop_grace_s later is finished as killed and the
+    # process gets SIGTERM (then SIGKILL after another stop_grace_s). See _control.py.
+    stop_fn: Callable[[], object] | None = None
+    stop_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         s = cls(
             url=os.environ.get("RUNSTREAM_URL") or cls.url,
             entity=os.environ.get("RUNSTREAM_ENTITY", ""),
+            query_url=os.environ.get("RUNSTREAM_API_URL", ""),
             heartbeat_interval_s=_env_float("RUNSTREAM_HEARTBEAT_INTERVAL",
                                             cls.heartbeat_interval_s),
             finish_timeout_s=_env_float("RUNSTREAM_FINISH_TIMEOUT", cls.finish_timeout_s),
+            stop_grace_s=_env_float("RUNSTREAM_STOP_GRACE", cls.stop_grace_s),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

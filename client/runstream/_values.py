@@ -46,13 +46,57 @@ def to_json(v: Any) -> str:
 
 
 def split(data: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """(numbers, others-as-JSON) of a flattened log dict."""
+    """(numbers, others-as-JSON) of a log dict, nested dicts flattened."""
+    return split_flat(flatten(data))
+
+
+def split_flat(flat: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """(numbers, others-as-JSON) of an already flattened dict."""
     nums: dict[str, float] = {}
     others: dict[str, str] = {}
-    for k, v in flatten(data).items():
+    for k, v in flat.items():
         n = as_number(v)
         if n is not None:
             nums[str(k)] = n
         else:
             others[str(k)] = to_json(v)
     return nums, others
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether a config value is unchanged: ``==`` where it gives a plain True (so 1 and
+    1.0 are the same), else equal JSON text (NaN, numpy arrays, objects)."""
+    if a is b:
+        return True
+    try:
+        eq = a == b
+        if isinstance(eq, bool) and eq:
+            return True
+    except Exception:  # noqa: BLE001 - user types may raise anything from __eq__
+        pass
+    return to_json(a) == to_json(b)
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of ``flatten`` where it is unambiguous: ``a/b`` → ``{"a": {"b": ...}}``.
+
+    A key with an empty part, or whose prefix already holds a non-dict value, stays flat.
+    """
+    out: dict[str, Any] = {}
+    for key in sorted(flat):
+        parts = key.split("/")
+        node: dict[str, Any] | None = out
+        if all(parts):
+            for p in parts[:-1]:
+                nxt = node.setdefault(p, {})
+                if not isinstance(nxt, dict):
+                    node = None
+                    break
+                node = nxt
+        else:
+            node = None
+        if node is None or parts[-1] in node:
+            out[key] = flat[key]
+        else:
+            node[parts[-1]] = flat[key]
+    return out

@@ -33,6 +33,11 @@ class EventLogConfig:
     def kind(self) -> str:
         return "kafka" if self.kafka_bootstrap else "local"
 
+    @property
+    def control_topic(self) -> str:
+        """The control log's Kafka topic (stop requests to the gateways)."""
+        return f"{self.topic}.control"
+
     def validate(self) -> None:
         if not 1 <= self.partitions <= 10_000:
             raise ConfigError(f"partitions must be 1..10000, got {self.partitions}")

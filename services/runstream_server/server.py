@@ -1,9 +1,10 @@
 """One process running any set of roles: the embedded server runs them all.
 
 ``Server`` is the single factory that composes the roles from a validated
-``ServerConfig``: it opens the event log (local or Kafka), the store when a role needs
-it, the gRPC server (ingest, query, health) and the HTTP API, and starts the
-projector and reaper tasks. ``stop`` shuts down in reverse order, flushing the
+``ServerConfig``: it opens the event log (local or Kafka), the control log when a
+gateway or the api runs (stop requests, ``gateway/control.py``), the store when a role
+needs it, the gRPC server (ingest, query, runs, health) and the HTTP API, and starts the
+projector, reaper and control-tail tasks. ``stop`` shuts down in reverse order, flushing the
 projector and committing its offsets.
 """
 
@@ -19,7 +20,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from runstream.v1 import query_pb2_grpc
+from runstream.v1 import query_pb2_grpc, runs_pb2_grpc
 
 from .config import ServerConfig
 from .eventlog import EventLog
@@ -36,6 +37,23 @@ def make_event_log(cfg: ServerConfig) -> EventLog:
     from .eventlog.local import LocalEventLog
     return LocalEventLog(cfg.data_dir / "eventlog", partitions=ec.partitions, fsync=ec.fsync,
                          fsync_interval_s=ec.fsync_interval_s)
+
+
+# Control records are notifications for gateways that are up now: a day is plenty.
+CONTROL_RETENTION_MS = 24 * 3600 * 1000
+
+
+def make_control_log(cfg: ServerConfig) -> EventLog:
+    """The control log (see ``gateway/control.py``): one partition, beside the event log."""
+    ec = cfg.event_log
+    if ec.kind == "kafka":
+        from .eventlog.kafka import TOPIC_CONFIGS, KafkaEventLog
+        return KafkaEventLog(bootstrap=ec.kafka_bootstrap, topic=ec.control_topic,
+                             partitions=1, client_id="runstream-control",
+                             topic_configs={**TOPIC_CONFIGS,
+                                            "retention.ms": str(CONTROL_RETENTION_MS)})
+    from .eventlog.local import LocalEventLog
+    return LocalEventLog(cfg.data_dir / "controllog", partitions=1, fsync="never")
 
 
 def open_store(cfg: ServerConfig):
@@ -61,6 +79,8 @@ class Server:
         self.instance = cfg.instance or f"{socket.gethostname()}:{os.getpid()}"
         self.addresses = Addresses(roles=cfg.roles)
         self.event_log: EventLog | None = None
+        self.control_log: EventLog | None = None   # stop requests: api → gateways
+        self.control_tail = None
         self.store = None
         self.ingest = None
         self.projector = None
@@ -69,6 +89,8 @@ class Server:
         self._health: HealthServicer | None = None
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
+        self._control_task: asyncio.Task | None = None
+        self._mutations = None
 
     async def start(self) -> Addresses:
         cfg = self.cfg
@@ -76,6 +98,9 @@ class Server:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.event_log = make_event_log(cfg)
         await self.event_log.start()
+        if "gateway" in cfg.roles or "api" in cfg.roles:
+            self.control_log = make_control_log(cfg)
+            await self.control_log.start()
 
         if cfg.needs_store:
             from .api.store_access import StoreAccess
@@ -92,7 +117,7 @@ class Server:
             self._tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
         if "reaper" in cfg.roles:
             from .reaper.service import Reaper
-            self.reaper = Reaper(self.event_log, cfg.reaper, self.instance)
+            self.reaper = Reaper(self.event_log, cfg.reaper, f"reaper {self.instance}")
             self._tasks.append(asyncio.create_task(self.reaper.run(), name="reaper"))
         for t in self._tasks:
             t.add_done_callback(self._task_done)
@@ -117,6 +142,12 @@ class Server:
             self.ingest = IngestService(self.event_log, self.instance)
             server.add_generic_rpc_handlers((self.ingest.handler(),))
             services.append("runstream.v1.Ingest")
+            from .gateway.control import ControlTail
+            self.control_tail = ControlTail(self.control_log, self.ingest, self.instance)
+            await self.control_tail.start()
+            self._control_task = asyncio.create_task(self.control_tail.run(),
+                                                     name="control-tail")
+            self._control_task.add_done_callback(self._task_done)
         if "api" in cfg.roles:
             from .api.grpc_query import QueryService
             from .api.queries import Queries
@@ -124,6 +155,9 @@ class Server:
                 QueryService(self.store, Queries(self.store.client, self.store.database)),
                 server)
             services.append("runstream.v1.Query")
+            from .api.grpc_runs import RunsService
+            runs_pb2_grpc.add_RunsServicer_to_server(RunsService(self.mutations()), server)
+            services.append("runstream.v1.Runs")
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         port = server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
@@ -136,10 +170,21 @@ class Server:
         self._grpc = server
         self.addresses.grpc = f"{cfg.host}:{port}"
 
+    def mutations(self):
+        """The api's writer of run changes (RunPatch, Delete, StopRequested)."""
+        if self._mutations is None:
+            from .api.mutations import Mutations
+            from .api.queries import Queries
+            self._mutations = Mutations(self.event_log, self.control_log, self.store,
+                                        Queries(self.store.client, self.store.database),
+                                        self.instance)
+        return self._mutations
+
     async def _start_http(self) -> None:
         from .api.http import HttpApi
         from .api.queries import Queries
-        api = HttpApi(self.store, Queries(self.store.client, self.store.database))
+        api = HttpApi(self.store, Queries(self.store.client, self.store.database),
+                      self.mutations())
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host, self.cfg.http_port)
@@ -156,6 +201,10 @@ class Server:
             await self._grpc.stop(grace=5)
         if self._http is not None:
             await self._http.cleanup()
+        if self._control_task is not None:
+            self.control_tail.stop()
+            self._control_task.cancel()
+            await asyncio.gather(self._control_task, return_exceptions=True)
         for component in (self.projector, self.reaper):
             if component is not None:
                 component.stop()
@@ -165,5 +214,7 @@ class Server:
                 t.cancel()
         if self.event_log is not None:
             await self.event_log.close()
+        if self.control_log is not None:
+            await self.control_log.close()
         if self.store is not None:
             self.store.close()

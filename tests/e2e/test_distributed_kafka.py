@@ -139,6 +139,30 @@ def test_reaper_backlog_is_not_silence(cluster):
     cluster.q.wait_states("kafka-reaper", {"k-slow-reaper": "crashed"}, timeout=TIMEOUT_S + 2)
 
 
+def test_stop_reaches_the_script_through_the_kafka_control_topic(cluster):
+    """Api (api process) → control topic → the gateway process → the script, within 2 s."""
+    import runstream
+
+    from .test_api_and_stop import STOP_LATENCY_S, Script
+
+    s = Script(cluster.url, "k-stop", "kafka-stop", "raise", sleep_per_step=5.0)
+    api = runstream.Api(url=cluster.store.grpc)
+    try:
+        s.wait_line("READY", 60)
+        cluster.q.wait_states("kafka-stop", {"k-stop": "running"}, timeout=60)
+        t_stop = time.time()
+        api.run(f"{ENTITY}/kafka-stop/k-stop").stop(requested_by="kafka-tester")
+        got = s.stamp("INTERRUPTED", 10)
+        assert got - t_stop < STOP_LATENCY_S, f"stop took {got - t_stop:.2f}s"
+        assert s.wait(30) != 0
+    finally:
+        s.kill()
+        api.close()
+    cluster.q.wait_states("kafka-stop", {"k-stop": "killed"}, timeout=30)
+    run = cluster.q.run("kafka-stop", "k-stop")
+    assert run.state_cause.startswith("stopped by kafka-tester at ") and run.exit_code == 255
+
+
 def test_replay_from_kafka_gives_identical_answers(cluster):
     projects = ["kafka-spine", "kafka-kill", "kafka-backlog"]
     before = {p: cluster.q.snapshot(p) for p in projects}

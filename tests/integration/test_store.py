@@ -18,7 +18,7 @@ from runstream_server.common.errors import (
 )
 from runstream_server.projector.processor import RowBatch, RunKey, fold_records
 from runstream_server.store.client import connect, drop_projections
-from runstream_server.store.migrate import MIGRATIONS_DIR, apply_migrations
+from runstream_server.store.migrate import MIGRATIONS_DIR, apply_migrations, migration_files
 from runstream_server.store.writer import StoreWriter
 
 pytestmark = pytest.mark.chdb
@@ -76,6 +76,10 @@ def workspace_log() -> Log:
                                           "opt": E.JsonValue(json=f'"{opt}"'),
                                           "net": E.JsonValue(json='{"depth": 2}')},
             metadata=E.RunMetadata(hostname="host-" + rid)))
+    # Summary modes whose answers equal "last" here (loss falls, acc rises), so that the
+    # define_metric columns go through every round trip below.
+    log.add("r1", "define_metric", E.DefineMetric(name="loss", summary="min"))
+    log.add("r2", "define_metric", E.DefineMetric(name="ac*", summary="max", step_metric="x"))
     for step in range(200):
         for i, (rid, *_rest) in enumerate(runs):
             log.add(rid, "log", E.Log(step=step, numbers={"loss": (i + 1) / (step + 1),
@@ -131,7 +135,8 @@ def normalized(a):
 
 def test_migrate_is_idempotent(client):
     first = apply_migrations(client, DB)
-    assert first == ["0001_history.sql", "0002_runs.sql"]
+    assert first[:2] == ["0001_history.sql", "0002_runs.sql"]
+    assert first == [p.name for p in migration_files()]
     assert apply_migrations(client, DB) == []
     tables = {r[0] for r in client.query(
         "SELECT name FROM system.tables WHERE database = {db:String}",
@@ -176,7 +181,8 @@ def test_workspace_queries(store):
     assert r2["config"] == {"lr": "0.01", "opt": '"sgd"', "net": '{"depth":2}'}
     assert r2["summary"] == {"loss": 2 / 200, "acc": 199 * 2 / 1000}
     assert r2["summary_other"] == {"note": '{"s": 199}'}
-    assert r2["tags"] == ["base", "prod"] and r2["last_seq"] == 202 and r2["end_time_us"] > 0
+    assert r2["tags"] == ["base", "prod"] and r2["last_seq"] == 203 and r2["end_time_us"] > 0
+    assert r2["last_step"] == 199 and q.get_run("ent", "proj2", "r4")["last_step"] == -1
     assert q.get_run("ent", "proj", "r3")["end_time_us"] == 0
     # The dicts are RunView fields exactly.
     assert query_pb2.RunView(**r2).name == "Beta"
@@ -289,7 +295,7 @@ def test_drop_and_replay_gives_identical_answers(store):
     before = normalized(answers(q))
     dropped = drop_projections(store, DB)
     assert set(dropped) == {"history_numeric", "history_other", "runs", "schema_migrations"}
-    assert apply_migrations(store, DB) == ["0001_history.sql", "0002_runs.sql"]
+    assert apply_migrations(store, DB) == [p.name for p in migration_files()]
     # Rebuild in several batches with other boundaries than the first time.
     states: dict = {}
     positions = log.positions()

@@ -180,6 +180,18 @@ def test_too_many_events(monkeypatch):
     assert "4 events" in str(err)
 
 
+def test_define_metric_names_and_modes():
+    def dm(**kw):
+        return ev("r", 1, kind=None, define_metric=events_pb2.DefineMetric(**kw))
+    long = "k" * (limits.MAX_KEY_CHARS + 1)
+    validate_request(req(dm(name="val/*", summary="min", step_metric="epoch")))
+    validate_request(req(dm(name="k" * limits.MAX_KEY_CHARS, summary="some-future-mode")))
+    assert "empty key" in str(rejected(dm(name="", summary="min")))
+    assert "longer than" in str(rejected(dm(name=long)))
+    assert "step_metric" in str(rejected(dm(name="x", step_metric=long)))
+    assert "summary longer" in str(rejected(dm(name="x", summary="m" * 65)))
+
+
 def test_one_bad_event_rejects_the_whole_request():
     err = rejected(ev("good", 1), ev("good", 2), ev("bad", 1, project=""))
     assert err.run_id == "bad"

@@ -17,7 +17,7 @@ PRIVACY_PRIVATE: Privacy
 PRIVACY_PUBLIC: Privacy
 
 class Event(_message.Message):
-    __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged")
+    __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Event(_message.Message):
     DELETE_FIELD_NUMBER: _ClassVar[int]
     STOP_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    DEFINE_METRIC_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     project: str
     entity: str
@@ -52,7 +53,8 @@ class Event(_message.Message):
     delete: Delete
     stop_requested: StopRequested
     artifact_logged: ArtifactLogged
-    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., client_time_us: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., summary_update: _Optional[_Union[SummaryUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., crashed: _Optional[_Union[Crashed, _Mapping]] = ..., run_patch: _Optional[_Union[RunPatch, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., stop_requested: _Optional[_Union[StopRequested, _Mapping]] = ..., artifact_logged: _Optional[_Union[ArtifactLogged, _Mapping]] = ...) -> None: ...
+    define_metric: DefineMetric
+    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., client_time_us: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., summary_update: _Optional[_Union[SummaryUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., crashed: _Optional[_Union[Crashed, _Mapping]] = ..., run_patch: _Optional[_Union[RunPatch, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., stop_requested: _Optional[_Union[StopRequested, _Mapping]] = ..., artifact_logged: _Optional[_Union[ArtifactLogged, _Mapping]] = ..., define_metric: _Optional[_Union[DefineMetric, _Mapping]] = ...) -> None: ...
 
 class JsonValue(_message.Message):
     __slots__ = ("json",)
@@ -61,7 +63,7 @@ class JsonValue(_message.Message):
     def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class RunMetadata(_message.Message):
-    __slots__ = ("hostname", "os", "python_version", "python_executable", "args", "git_commit", "git_remote", "cpu_count", "memory_bytes", "gpus", "client_version", "username", "program")
+    __slots__ = ("hostname", "os", "python_version", "python_executable", "args", "git_commit", "git_remote", "cpu_count", "memory_bytes", "gpus", "client_version", "username", "program", "cwd", "git_branch", "git_dirty", "gpu_info", "git_root")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +77,11 @@ class RunMetadata(_message.Message):
     CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    GIT_BRANCH_FIELD_NUMBER: _ClassVar[int]
+    GIT_DIRTY_FIELD_NUMBER: _ClassVar[int]
+    GPU_INFO_FIELD_NUMBER: _ClassVar[int]
+    GIT_ROOT_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     os: str
     python_version: str
@@ -88,7 +95,20 @@ class RunMetadata(_message.Message):
     client_version: str
     username: str
     program: str
-    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., python_version: _Optional[str] = ..., python_executable: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., git_commit: _Optional[str] = ..., git_remote: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., client_version: _Optional[str] = ..., username: _Optional[str] = ..., program: _Optional[str] = ...) -> None: ...
+    cwd: str
+    git_branch: str
+    git_dirty: bool
+    gpu_info: _containers.RepeatedCompositeFieldContainer[GpuInfo]
+    git_root: str
+    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., python_version: _Optional[str] = ..., python_executable: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., git_commit: _Optional[str] = ..., git_remote: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., client_version: _Optional[str] = ..., username: _Optional[str] = ..., program: _Optional[str] = ..., cwd: _Optional[str] = ..., git_branch: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., gpu_info: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., git_root: _Optional[str] = ...) -> None: ...
+
+class GpuInfo(_message.Message):
+    __slots__ = ("name", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class RunStart(_message.Message):
     __slots__ = ("name", "notes", "tags", "config", "group", "job_type", "sweep_id", "privacy", "metadata", "resumed", "start_time_us")
@@ -185,6 +205,16 @@ class SummaryUpdate(_message.Message):
     others: _containers.MessageMap[str, JsonValue]
     removed: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, numbers: _Optional[_Mapping[str, float]] = ..., others: _Optional[_Mapping[str, JsonValue]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DefineMetric(_message.Message):
+    __slots__ = ("name", "summary", "step_metric")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    STEP_METRIC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    summary: str
+    step_metric: str
+    def __init__(self, name: _Optional[str] = ..., summary: _Optional[str] = ..., step_metric: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()

@@ -69,7 +69,7 @@ class ListRunsRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., filter: _Optional[_Union[RunFilter, _Mapping]] = ..., sort_by: _Optional[str] = ..., descending: _Optional[bool] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class RunView(_message.Message):
-    __slots__ = ("entity", "project", "run_id", "name", "state", "state_cause", "notes", "tags", "group", "job_type", "sweep_id", "privacy", "config", "summary", "summary_other", "metadata_json", "start_time_us", "last_event_time_us", "end_time_us", "exit_code", "hidden", "color", "last_seq", "dropped_points")
+    __slots__ = ("entity", "project", "run_id", "name", "state", "state_cause", "notes", "tags", "group", "job_type", "sweep_id", "privacy", "config", "summary", "summary_other", "metadata_json", "start_time_us", "last_event_time_us", "end_time_us", "exit_code", "hidden", "color", "last_seq", "dropped_points", "last_step")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class RunView(_message.Message):
     COLOR_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     DROPPED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
     entity: str
     project: str
     run_id: str
@@ -139,7 +140,8 @@ class RunView(_message.Message):
     color: str
     last_seq: int
     dropped_points: int
-    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., state_cause: _Optional[str] = ..., notes: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., sweep_id: _Optional[str] = ..., privacy: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., summary: _Optional[_Mapping[str, float]] = ..., summary_other: _Optional[_Mapping[str, str]] = ..., metadata_json: _Optional[str] = ..., start_time_us: _Optional[int] = ..., last_event_time_us: _Optional[int] = ..., end_time_us: _Optional[int] = ..., exit_code: _Optional[int] = ..., hidden: _Optional[bool] = ..., color: _Optional[str] = ..., last_seq: _Optional[int] = ..., dropped_points: _Optional[int] = ...) -> None: ...
+    last_step: int
+    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., state_cause: _Optional[str] = ..., notes: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., sweep_id: _Optional[str] = ..., privacy: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., summary: _Optional[_Mapping[str, float]] = ..., summary_other: _Optional[_Mapping[str, str]] = ..., metadata_json: _Optional[str] = ..., start_time_us: _Optional[int] = ..., last_event_time_us: _Optional[int] = ..., end_time_us: _Optional[int] = ..., exit_code: _Optional[int] = ..., hidden: _Optional[bool] = ..., color: _Optional[str] = ..., last_seq: _Optional[int] = ..., dropped_points: _Optional[int] = ..., last_step: _Optional[int] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "total")
@@ -160,7 +162,7 @@ class GetRunRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class GetHistoryRequest(_message.Message):
-    __slots__ = ("entity", "project", "run_id", "keys", "buckets", "min_step", "max_step")
+    __slots__ = ("entity", "project", "run_id", "keys", "buckets", "min_step", "max_step", "page_points")
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,7 @@ class GetHistoryRequest(_message.Message):
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     MIN_STEP_FIELD_NUMBER: _ClassVar[int]
     MAX_STEP_FIELD_NUMBER: _ClassVar[int]
+    PAGE_POINTS_FIELD_NUMBER: _ClassVar[int]
     entity: str
     project: str
     run_id: str
@@ -175,7 +178,8 @@ class GetHistoryRequest(_message.Message):
     buckets: int
     min_step: int
     max_step: int
-    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., buckets: _Optional[int] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ...) -> None: ...
+    page_points: int
+    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., buckets: _Optional[int] = ..., min_step: _Optional[int] = ..., max_step: _Optional[int] = ..., page_points: _Optional[int] = ...) -> None: ...
 
 class Series(_message.Message):
     __slots__ = ("key", "step", "value", "min", "max", "time_us", "total_points", "downsampled")
@@ -198,7 +202,11 @@ class Series(_message.Message):
     def __init__(self, key: _Optional[str] = ..., step: _Optional[_Iterable[int]] = ..., value: _Optional[_Iterable[float]] = ..., min: _Optional[_Iterable[float]] = ..., max: _Optional[_Iterable[float]] = ..., time_us: _Optional[_Iterable[int]] = ..., total_points: _Optional[int] = ..., downsampled: _Optional[bool] = ...) -> None: ...
 
 class GetHistoryResponse(_message.Message):
-    __slots__ = ("series",)
+    __slots__ = ("series", "has_more", "next_min_step")
     SERIES_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_MIN_STEP_FIELD_NUMBER: _ClassVar[int]
     series: _containers.RepeatedCompositeFieldContainer[Series]
-    def __init__(self, series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ...) -> None: ...
+    has_more: bool
+    next_min_step: int
+    def __init__(self, series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ..., has_more: _Optional[bool] = ..., next_min_step: _Optional[int] = ...) -> None: ...

@@ -46,6 +46,16 @@ class QueryService(query_pb2_grpc.QueryServicer):
         return convert.run_view(row)
 
     async def GetHistory(self, request, context):
+        if request.page_points:
+            if request.buckets:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "page_points pages raw points: buckets must be 0")
+            rows, more, nxt = await self._call(
+                context, self._q.history_page, request.entity, request.project,
+                request.run_id, list(request.keys), request.min_step, request.max_step,
+                request.page_points)
+            return query_pb2.GetHistoryResponse(series=[convert.series(r) for r in rows],
+                                                has_more=more, next_min_step=nxt)
         rows = await self._call(context, self._q.get_history, request.entity, request.project,
                                 request.run_id, list(request.keys), request.buckets,
                                 request.min_step, request.max_step)

@@ -1,11 +1,19 @@
 """The HTTP/JSON API (and, later, the web UI). Errors become 4xx/5xx here, once.
 
-Routes (all GET, JSON):
-  /healthz
-  /api/v1/projects[?entity=]
-  /api/v1/projects/{entity}/{project}/runs?state=&tag=&name=&config.<key>=<json>&sort=&desc=&limit=&offset=
-  /api/v1/runs/{entity}/{project}/{run_id}
-  /api/v1/runs/{entity}/{project}/{run_id}/history?keys=a,b&buckets=&min_step=&max_step=
+Routes (JSON):
+  GET    /healthz
+  GET    /api/v1/projects[?entity=]
+  GET    /api/v1/projects/{entity}/{project}/runs
+           ?state=&tag=&name=&config.<key>=<json>&sort=&desc=&limit=&offset=
+  GET    /api/v1/runs/{entity}/{project}/{run_id}
+  GET    /api/v1/runs/{entity}/{project}/{run_id}/history?keys=a,b&buckets=&min_step=&max_step=
+  PATCH  /api/v1/runs/{entity}/{project}/{run_id}        {name, notes, tags, privacy, hidden, color}
+  DELETE /api/v1/runs/{entity}/{project}/{run_id}
+  POST   /api/v1/runs/{entity}/{project}/{run_id}/stop   [{requested_by}]
+Changes answer 202 {"accepted": {...the appended server event...}} once the event is in
+the event log; reads show them within about one projector batch (``api/mutations.py``).
+Errors: {"error": {"code", "message"}} with 400 INVALID_ARGUMENT, 404 NOT_FOUND,
+409 FAILED_PRECONDITION (stopping a run that is not running) or 503 UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import json
 from typing import Any
 
 from aiohttp import web
+from google.protobuf import json_format
 
-from ..common.errors import NotFoundError, PermanentError, RetryableError
+from ..common.errors import ConflictError, NotFoundError, PermanentError, RetryableError
 from .convert import jsonable
+from .mutations import Mutations, patch_from_json
 from .queries import Queries
 from .store_access import StoreAccess
 
@@ -49,9 +59,11 @@ def _int(q, name: str, default: int, lo: int = 0, hi: int = 2**63 - 1) -> int:
 
 
 class HttpApi:
-    def __init__(self, store: StoreAccess, queries: Queries) -> None:
+    def __init__(self, store: StoreAccess, queries: Queries,
+                 mutations: Mutations | None = None) -> None:
         self._store = store
         self._q = queries
+        self._m = mutations
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
@@ -61,6 +73,10 @@ class HttpApi:
         app.router.add_get("/api/v1/projects/{entity}/{project}/runs", self.runs)
         app.router.add_get("/api/v1/runs/{entity}/{project}/{run_id}", self.run)
         app.router.add_get("/api/v1/runs/{entity}/{project}/{run_id}/history", self.history)
+        if self._m is not None:
+            app.router.add_patch("/api/v1/runs/{entity}/{project}/{run_id}", self.update_run)
+            app.router.add_delete("/api/v1/runs/{entity}/{project}/{run_id}", self.delete_run)
+            app.router.add_post("/api/v1/runs/{entity}/{project}/{run_id}/stop", self.stop_run)
         return app
 
     @web.middleware
@@ -69,6 +85,8 @@ class HttpApi:
             return await handler(request)
         except NotFoundError as e:
             return _error(404, "NOT_FOUND", str(e))
+        except ConflictError as e:
+            return _error(409, "FAILED_PRECONDITION", str(e))
         except PermanentError as e:
             return _error(400, "INVALID_ARGUMENT", str(e))
         except RetryableError as e:
@@ -115,3 +133,44 @@ class HttpApi:
             self._q.get_history, m["entity"], m["project"], m["run_id"], keys,
             _int(q, "buckets", 0, 0, 100_000), _int(q, "min_step", 0), _int(q, "max_step", 0))
         return _json({"series": rows})
+
+    # --- changes ---------------------------------------------------------------------
+
+    @staticmethod
+    async def _body(request: web.Request, required: bool) -> Any:
+        if not request.can_read_body:
+            if required:
+                raise PermanentError("a JSON body is required")
+            return {}
+        try:
+            return json.loads(await request.text())
+        except ValueError:
+            raise PermanentError("the body is not valid JSON") from None
+
+    @staticmethod
+    def _accepted(event) -> web.Response:
+        return _json({"accepted": json_format.MessageToDict(
+            event, preserving_proto_field_name=True)}, 202)
+
+    async def update_run(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        patch = patch_from_json(await self._body(request, required=True))
+        ev = await self._m.update(m["entity"], m["project"], m["run_id"], patch)
+        return self._accepted(ev)
+
+    async def delete_run(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        ev = await self._m.delete(m["entity"], m["project"], m["run_id"])
+        return self._accepted(ev)
+
+    async def stop_run(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        body = await self._body(request, required=False)
+        if not isinstance(body, dict) or set(body) - {"requested_by"}:
+            raise PermanentError('the body must be {} or {"requested_by": "<who>"}')
+        who = body.get("requested_by") or ""
+        if not isinstance(who, str):
+            raise PermanentError("requested_by must be a string")
+        ev = await self._m.stop(m["entity"], m["project"], m["run_id"], who,
+                                default_requester="web")
+        return self._accepted(ev)

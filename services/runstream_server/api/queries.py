@@ -33,6 +33,7 @@ from ..store.client import classify, validate_database
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_BUCKETS = 100_000
+MAX_PAGE_POINTS = 1_000_000
 MAX_KEY_CHARS = 256
 _SORT_RE = re.compile(r"^(created_at|name|state|duration|summary\.(.+)|config\.(.+))$", re.DOTALL)
 
@@ -44,6 +45,7 @@ _RUN_VIEW_COLUMNS = (
     "toUnixTimestamp64Micro(last_event_time) AS last_event_time_us, "
     "toUnixTimestamp64Micro(end_time) AS end_time_us, "
     "exit_code, hidden, color, last_seq, dropped_points"
+    ", last_step"
 )
 
 _DURATION = ("if(toUnixTimestamp64Micro(end_time) > 0, toUnixTimestamp64Micro(end_time), "
@@ -283,6 +285,77 @@ class Queries:
                 s["max"] = cols["b_max"].tolist()
                 s["time_us"] = cols["b_time_us"].tolist()
         return [series[k] for k in order]
+
+    def history_page(self, entity: str, project: str, run_id: str, keys: list[str],
+                     min_step: int, max_step: int,
+                     page_points: int) -> tuple[list[dict[str, Any]], bool, int]:
+        """One page of raw numeric points: ``(series, has_more, next_min_step)``.
+
+        Whole steps from ``min_step`` on (``max_step`` 0 → no upper bound), lowest first,
+        with at most ``page_points`` points in all, or the one lowest step when that step
+        alone has more. Series as ``get_history`` (raw; ``total_points`` counts the page).
+        Reading pages from ``next_min_step`` until ``has_more`` is false returns every
+        point exactly once, even while the run is still logging at higher steps.
+        """
+        page_points = int(page_points or 0)
+        if not 1 <= page_points <= MAX_PAGE_POINTS:
+            raise PermanentError(f"page_points must be 1..{MAX_PAGE_POINTS}, got {page_points}")
+        min_step = int(min_step or 0)
+        max_step = int(max_step or 0) or 2**64 - 1
+        if min_step < 0 or max_step < min_step:
+            raise PermanentError(f"empty step range {min_step}..{max_step}")
+        keys = [str(k) for k in keys or ()]
+        if len(keys) > 10_000:
+            raise PermanentError("at most 10000 keys per history request")
+        self.get_run(entity, project, run_id)
+        t = f"{self.db}.history_numeric"
+        params: dict[str, Any] = {"entity": entity, "project": project, "run_id": run_id,
+                                  "min_step": min_step, "max_step": max_step,
+                                  "n": page_points}
+        where = ("entity = {entity:String} AND project = {project:String} "
+                 "AND run_id = {run_id:String} "
+                 "AND step >= {min_step:UInt64} AND step <= {max_step:UInt64}")
+        if keys:
+            where += " AND key IN {keys:Array(String)}"
+            params["keys"] = sorted(set(keys))
+        # The step of the first point after the page (points in step order), if any.
+        cut_rows = self._query(
+            f"SELECT step FROM {t} FINAL WHERE {where} ORDER BY step "
+            "LIMIT 1 OFFSET {n:UInt64}", params, "paging history").result_rows
+        has_more = bool(cut_rows)
+        hi = max_step
+        next_step = 0
+        if has_more:
+            cut = int(cut_rows[0][0])
+            if cut > min_step:
+                first = self._query(
+                    f"SELECT min(step) FROM {t} FINAL WHERE {where}", params,
+                    "paging history").result_rows[0][0]
+            else:
+                first = cut
+            if cut > int(first):
+                hi, next_step = cut - 1, cut        # whole steps below the cut
+            else:                                   # one step holds more than a page
+                hi, next_step = cut, cut + 1
+                has_more = cut < max_step and bool(self._query(
+                    f"SELECT 1 FROM {t} FINAL WHERE {where} AND step > {{cut:UInt64}} "
+                    "LIMIT 1", dict(params, cut=cut), "paging history").result_rows)
+        order = keys or None
+        tbl = self._query_np(
+            f"SELECT key, step, value, toUnixTimestamp64Micro(ts) AS ts_us FROM {t} FINAL "
+            f"WHERE {where} AND step <= {{hi:UInt64}} ORDER BY key, step",
+            dict(params, hi=hi), "reading history")
+        series: dict[str, dict[str, Any]] = {k: _empty_series(k) for k in keys}
+        for k, cols in _split_by_key(tbl):
+            s = series.setdefault(k, _empty_series(k))
+            s["step"] = cols["step"].tolist()
+            s["value"] = cols["value"].tolist()
+            s["min"] = s["value"]
+            s["max"] = s["value"]
+            s["time_us"] = cols["ts_us"].tolist()
+            s["total_points"] = len(s["step"])
+        names = order or sorted(series)
+        return [series[k] for k in names], has_more, next_step if has_more else 0
 
     def _query_np(self, sql: str, parameters: dict[str, Any], what: str) -> dict[str, np.ndarray]:
         """A query's columns as numpy arrays (Arrow transfer: no per-row Python objects)."""

@@ -29,5 +29,10 @@ class NotFoundError(RunstreamError):
     """The thing asked for does not exist (→ NOT_FOUND / 404)."""
 
 
+class ConflictError(RunstreamError):
+    """The request does not fit the current state, e.g. stopping a finished run
+    (→ FAILED_PRECONDITION / 409)."""
+
+
 class ConfigError(RunstreamError):
     """A process configuration is invalid; raised at start, before serving."""

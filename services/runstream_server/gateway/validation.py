@@ -9,6 +9,9 @@ from runstream.v1 import events_pb2, ingest_pb2
 from ..common import limits
 from ..common.errors import PermanentError
 
+# define_metric's summary mode: known modes are short; unknown ones are kept (and count
+# as "last") so that a newer client's modes are not refused, but not at any length.
+MAX_SUMMARY_MODE_CHARS = 64
 # Bodies only the server may create.
 _SERVER_ONLY = frozenset({"crashed"})
 
@@ -81,6 +84,15 @@ def _check_event(ev: events_pb2.Event) -> None:
         _check_keys("summary", ev.summary_update.others, run_id, ev.seq)
     elif kind == "run_start":
         _check_keys("config", ev.run_start.config, run_id, ev.seq)
+    elif kind == "define_metric":
+        dm = ev.define_metric
+        _check_keys("define_metric", [dm.name], run_id, ev.seq)
+        if len(dm.step_metric) > limits.MAX_KEY_CHARS:
+            raise InvalidEvent(f"define_metric step_metric longer than {limits.MAX_KEY_CHARS} "
+                               "characters", run_id, ev.seq)
+        if len(dm.summary) > MAX_SUMMARY_MODE_CHARS:
+            raise InvalidEvent(f"define_metric summary longer than {MAX_SUMMARY_MODE_CHARS} "
+                               "characters", run_id, ev.seq)
 
 
 def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:

@@ -34,7 +34,9 @@ Rules, in the order they are checked for each event (invariants 2 and 4 of DESIG
    - ``seq > last_seq + 1``: a gap (an event was lost or is late): applied anyway; the
      number of skipped seqs is added to ``seq_gaps`` (a new run's first seq N counts
      N - 1). A missing seq that arrives later is then late, and skipped by the previous
-     rule.
+     rule. A ``run_start`` never counts a gap: a client session begins with it, and a
+     resuming client starts its seqs above every seq the run may already have (at its
+     clock in µs, see the client's resume), so none of its events is a duplicate.
    - Every applied client event sets ``last_seq = seq`` and ``last_event_time`` = its
      server time. If the run was ``crashed`` it becomes ``running`` again, with cause
      ``sent <kind> seq N after crash`` (invariant 5). Finished and failed runs keep
@@ -67,20 +69,52 @@ Bodies
     log: one ``history_numeric`` row per number (value stored as float64 bit for bit:
       NaN payloads, infinities and -0.0 included), one ``history_other`` row per other
       value (JSON text as sent); ts = client time (server time when the client sent 0),
-      clamped to the DateTime64 range. summary[key] = the last value; a key moves
-      between ``summary`` and ``summary_other`` when its type changes. A key in both maps
-      of one event ends up in ``summary_other``.
+      clamped to the DateTime64 range. ``last_step`` = the highest step logged. Each
+      logged number sets its key's summary by the key's summary mode (below; by
+      default summary[key] = the last value); a key moves between ``summary`` and
+      ``summary_other`` when its type changes. A key in both maps of one event ends up
+      in ``summary_other``. Other (JSON) values follow "last" (or "none").
     config_update: set (canonical JSON) / remove keys.
-    summary_update: numbers / others set, ``removed`` deleted from both maps.
+    summary_update: numbers / others set, ``removed`` deleted from both maps. This is an
+      explicit override of the shown value only: it lasts until the key is logged again
+      and does not touch the key's aggregate.
+    define_metric: an empty name is ignored. A non-empty ``summary`` becomes the mode
+      of the name or glob (``summary_modes``), a non-empty ``step_metric`` its x axis
+      (``step_metrics``); empty fields leave them unchanged. For every key in the
+      summary or with an aggregate whose mode this changes: its aggregate restarts,
+      seeded with its current numeric summary value (a define_metric sent after values
+      were logged aggregates from the last of them on); mode "none" removes the key
+      from the summary. Re-sending the same definition (a resumed script) changes
+      nothing.
+
+Summary modes
+    The mode of a key is that of its exact name in ``summary_modes``, else of the
+    longest matching glob pattern (``*``, ``?``, ``[...]``; equal lengths: the smaller
+    pattern text), else "last". Per logged number v:
+      last: summary = v.                 none: the key has no summary.
+      min, max: the smallest / largest value; NaN is skipped (NaN is shown only while
+        every value logged was NaN).
+      first: the first value logged (NaN included); later values change nothing.
+      mean: the mean of the values other than NaN (NaN while there is none).
+      Unknown modes count as "last". The aggregate lives in ``summary_count`` (values
+      aggregated) and ``summary_agg`` (min / max / first value, or the sum for mean).
     heartbeat, artifact_logged (for now), unknown future bodies: liveness only.
     finish: exit 0 → finished (``finish() called, exit code 0``), else failed
-      (``exit code N``); end time = server time.
+      (``exit code N``); end time = server time. A run with a pending stop request
+      ends ``killed`` instead, whatever the exit code: cause ``stopped by <who> at
+      <time>`` (+ ``, exit code N`` when not 0).
     crashed: state crashed, cause = reason (or ``no event for X s since <last seen>``)
-      + ``, detected by <detector>``; end time = last seen.
+      + ``, detected by <detector>``; end time = last seen. With a pending stop
+      request: ``killed``, cause ``stopped by <who> at <time>; the process ended
+      without finishing (<crash cause>)``.
     run_patch: name, notes, tags (when ``set_tags``), privacy, hidden, color.
     delete: ``deleted = 1`` (the run disappears from queries; its state is kept so a
       later event does not resurrect it).
-    stop_requested: no state change yet (applied, so position and version advance).
+    stop_requested: a running run without a pending stop request records one
+      (``stop_requested_by``, ``stop_requested_time`` = server time); the state stays
+      running until the client's Finish (or a Crashed) ends it ``killed``. A stop
+      request for a run that is not running changes nothing (but is applied, so
+      position and version advance). run_start clears a pending request.
 
 JSON: config values are stored canonical (sorted keys, no spaces; text that is not JSON
 becomes a JSON string) so that the equality filter of the query API can compare text.
@@ -98,6 +132,7 @@ from array import array
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,6 +155,10 @@ _PRIVACY = {
     events_pb2.PRIVACY_PUBLIC: "public",
 }
 _SERVER_BODIES = frozenset({"crashed", "run_patch", "delete", "stop_requested"})
+
+
+# Map columns of the runs table kept for define_metric (migration 0003).
+_SUMMARY_MODE_MAPS = ("summary_modes", "step_metrics", "summary_count", "summary_agg")
 
 
 class RunKey(NamedTuple):
@@ -166,6 +205,11 @@ class RunState:
     config: dict[str, str] = field(default_factory=dict)           # key → canonical JSON
     summary: dict[str, float] = field(default_factory=dict)
     summary_other: dict[str, str] = field(default_factory=dict)    # key → JSON text
+    summary_modes: dict[str, str] = field(default_factory=dict)    # name or glob → mode
+    step_metrics: dict[str, str] = field(default_factory=dict)     # name or glob → x metric
+    summary_count: dict[str, int] = field(default_factory=dict)    # values aggregated per key
+    summary_agg: dict[str, float] = field(default_factory=dict)    # min/max/first, or sum (mean)
+    last_step: int = -1          # highest step of an applied Log; -1 before the first
     metadata_json: str = ""
     start_time: int = 0          # µs since the epoch (server time unless the client gave it)
     last_event_time: int = 0     # µs, server time of the last applied client event
@@ -177,6 +221,8 @@ class RunState:
     dropped_points: int = 0
     seq_gaps: int = 0            # seqs skipped over (lost or late events)
     deleted: bool = False
+    stop_requested_by: str = ""  # a pending (or the last honoured) stop request
+    stop_requested_time: int = 0  # µs, server time of that request; 0 when none
     applied_partition: int = -1  # log position of the last applied record
     applied_offset: int = -1
     version: int = 0
@@ -193,6 +239,8 @@ class RunState:
         row["config"] = dict(sorted(self.config.items()))
         row["summary"] = dict(sorted(self.summary.items()))
         row["summary_other"] = dict(sorted(self.summary_other.items()))
+        for name in _SUMMARY_MODE_MAPS:
+            row[name] = dict(sorted(getattr(self, name).items()))
         return row
 
     @classmethod
@@ -212,7 +260,7 @@ class RunState:
                 kw[name] = round(v.timestamp() * 1e6)
         for name in ("tags",):
             kw[name] = list(kw.get(name) or [])
-        for name in ("config", "summary", "summary_other"):
+        for name in ("config", "summary", "summary_other", *_SUMMARY_MODE_MAPS):
             kw[name] = dict(kw.get(name) or {})
         kw["hidden"] = bool(kw.get("hidden", False))
         kw["deleted"] = bool(kw.get("deleted", False))
@@ -234,9 +282,15 @@ RUNS_SCHEMA = pa.schema([
     ("metadata_json", pa.string()),
     ("start_time", _TS), ("last_event_time", _TS), ("end_time", _TS),
     ("exit_code", pa.int32()), ("hidden", pa.bool_()), ("color", pa.string()),
+    ("stop_requested_by", pa.string()), ("stop_requested_time", _TS),
     ("last_seq", pa.uint64()), ("dropped_points", pa.uint64()), ("seq_gaps", pa.uint64()),
     ("deleted", pa.uint8()), ("applied_partition", pa.int32()), ("applied_offset", pa.int64()),
     ("version", pa.uint64()),
+    ("summary_modes", pa.map_(pa.string(), pa.string())),
+    ("step_metrics", pa.map_(pa.string(), pa.string())),
+    ("summary_count", pa.map_(pa.string(), pa.uint64())),
+    ("summary_agg", pa.map_(pa.string(), pa.float64())),
+    ("last_step", pa.int64()),
 ])
 
 
@@ -361,7 +415,7 @@ class RowBatch:
         if table == RUNS:
             rows = [s.to_row() for s in self.runs.values()]
             cols: dict[str, list] = {name: [r[name] for r in rows] for name in RUNS_SCHEMA.names}
-            for name in ("config", "summary", "summary_other"):
+            for name in ("config", "summary", "summary_other", *_SUMMARY_MODE_MAPS):
                 cols[name] = [list(m.items()) for m in cols[name]]
             for name in ("start_time", "last_event_time", "end_time"):
                 cols[name] = [clamp_time_us(t) for t in cols[name]]
@@ -424,13 +478,13 @@ def fold_record(states: MutableMapping[RunKey, RunState],
                 st.state_cause = ("started" if kind == "run_start" else
                                   f"first event was {kind or 'event'} seq {seq} "
                                   "(no RunStart seen)")
-                if seq > 1:
+                if seq > 1 and kind != "run_start":
                     st.seq_gaps = seq - 1
                     stats.gaps += 1
             elif seq <= st.last_seq:
                 stats.duplicates += 1
                 continue
-            elif seq > st.last_seq + 1:
+            elif seq > st.last_seq + 1 and kind != "run_start":
                 st.seq_gaps += seq - st.last_seq - 1
                 stats.gaps += 1
             if st.state == "crashed":
@@ -494,6 +548,8 @@ def _run_start(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) ->
         st.start_time = start
         st.state_cause = "started"
     st.state = "running"
+    st.stop_requested_by = ""          # a (re)started run has no pending stop
+    st.stop_requested_time = 0
 
 
 def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
@@ -507,7 +563,10 @@ def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
         keys = list(numbers)
         values = list(map(numbers.__getitem__, keys))
         batch.numeric.add(st.key, lg.step, ts, ev.seq, keys, values)
-        st.summary.update(zip(keys, values, strict=True))
+        if st.summary_modes:
+            _summarize(st, keys, values)
+        else:
+            st.summary.update(zip(keys, values, strict=True))
         if st.summary_other:
             pop = st.summary_other.pop
             for k in keys:
@@ -520,6 +579,106 @@ def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
         pop = st.summary.pop
         for k in keys:
             pop(k, None)
+        if st.summary_modes:
+            modes, globs = st.summary_modes, _globs(st.summary_modes)
+            for k in keys:
+                if _mode_of(modes, globs, k) == "none":
+                    st.summary_other.pop(k, None)
+    if lg.step > st.last_step:
+        st.last_step = lg.step
+
+
+_AGG_MODES = frozenset({"min", "max", "mean", "first"})
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _globs(modes: Mapping[str, str]) -> list[str]:
+    return [p for p in modes if not _GLOB_CHARS.isdisjoint(p)]
+
+
+def _mode_of(modes: Mapping[str, str], globs: list[str], key: str) -> str:
+    """The summary mode of ``key``: its exact name, else the longest matching glob."""
+    m = modes.get(key)
+    if m is not None:
+        return m
+    best = None
+    for p in globs:
+        if fnmatchcase(key, p) and (best is None or len(p) > len(best)
+                                    or (len(p) == len(best) and p < best)):
+            best = p
+    return "last" if best is None else modes[best]
+
+
+def _summarize(st: RunState, keys: list[str], values: list[float]) -> None:
+    """Summary of logged numbers for a run with summary modes (see "Summary modes")."""
+    modes = st.summary_modes
+    globs = _globs(modes)
+    summary, count, agg = st.summary, st.summary_count, st.summary_agg
+    for k, v in zip(keys, values, strict=True):
+        m = _mode_of(modes, globs, k)
+        if m not in _AGG_MODES:
+            if m == "none":
+                summary.pop(k, None)
+            else:
+                summary[k] = v
+            continue
+        n = count.get(k, 0)
+        if m == "first":
+            if n == 0:
+                count[k] = 1
+                agg[k] = v
+            summary[k] = agg[k]
+            continue
+        if v != v:                       # NaN: skipped by min, max and mean
+            if n == 0:
+                summary[k] = v
+            else:
+                summary[k] = agg[k] / n if m == "mean" else agg[k]
+            continue
+        if n == 0:
+            a = v
+        else:
+            a = agg[k]
+            if m == "min":
+                a = v if v < a else a
+            elif m == "max":
+                a = v if v > a else a
+            else:
+                a += v
+        count[k] = n + 1
+        agg[k] = a
+        summary[k] = a / (n + 1) if m == "mean" else a
+
+
+def _define_metric(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
+    dm = ev.define_metric
+    name = dm.name
+    if not name:
+        return
+    if dm.step_metric:
+        st.step_metrics[name] = dm.step_metric
+    if not dm.summary or st.summary_modes.get(name) == dm.summary:
+        return
+    keys = sorted(set(st.summary) | set(st.summary_other) | set(st.summary_count))
+    modes = st.summary_modes
+    globs = _globs(modes)
+    before = {k: _mode_of(modes, globs, k) for k in keys}
+    modes[name] = dm.summary
+    globs = _globs(modes)
+    for k in keys:
+        m = _mode_of(modes, globs, k)
+        if m == before[k]:
+            continue
+        st.summary_count.pop(k, None)
+        st.summary_agg.pop(k, None)
+        if m == "none":
+            st.summary.pop(k, None)
+            st.summary_other.pop(k, None)
+        elif m in _AGG_MODES:
+            x = st.summary.get(k)
+            if x is not None and (x == x or m == "first"):
+                st.summary_count[k] = 1
+                st.summary_agg[k] = x
 
 
 def _config_update(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
@@ -544,14 +703,32 @@ def _summary_update(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatc
 
 
 def _nothing(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
-    """Heartbeat (liveness is recorded for every client event), StopRequested, ArtifactLogged."""
+    """Heartbeat (liveness is recorded for every client event), ArtifactLogged."""
+
+
+def _stop_pending(st: RunState) -> bool:
+    return st.state == "running" and st.stop_requested_time > 0
+
+
+def _stopped_cause(st: RunState) -> str:
+    return f"stopped by {st.stop_requested_by} at {_iso(st.stop_requested_time)}"
+
+
+def _stop_requested(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
+    if st.state == "running" and not st.stop_requested_time:
+        st.stop_requested_by = ev.stop_requested.requested_by or "unknown"
+        st.stop_requested_time = max(1, now)
 
 
 def _finish(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
     code = ev.finish.exit_code
+    killed = _stop_pending(st)
     st.exit_code = code
     st.end_time = now
-    if code == 0:
+    if killed:
+        st.state = "killed"
+        st.state_cause = _stopped_cause(st) + (f", exit code {code}" if code else "")
+    elif code == 0:
         st.state = "finished"
         st.state_cause = "finish() called, exit code 0"
     else:
@@ -569,8 +746,12 @@ def _crashed(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> N
         cause = f"no event for {silent_s:.1f} s since {_iso(last_seen)}"
     if cr.detector:
         cause += f", detected by {cr.detector}"
-    st.state = "crashed"
-    st.state_cause = cause
+    if _stop_pending(st):
+        st.state = "killed"
+        st.state_cause = f"{_stopped_cause(st)}; the process ended without finishing ({cause})"
+    else:
+        st.state = "crashed"
+        st.state_cause = cause
     st.end_time = last_seen
 
 
@@ -606,8 +787,9 @@ _APPLY = {
     "crashed": _crashed,
     "run_patch": _run_patch,
     "delete": _delete,
-    "stop_requested": _nothing,
+    "stop_requested": _stop_requested,
     "artifact_logged": _nothing,
+    "define_metric": _define_metric,
 }
 
 __all__ = [

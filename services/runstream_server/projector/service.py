@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 
 from ..common.errors import PermanentError, RetryableError
 from ..config import ProjectorConfig
@@ -44,6 +43,7 @@ class Projector:
         self.batches_written = 0
         self.last_stats = None
         self._consumer: LogConsumer | None = None
+        self._work = asyncio.Lock()
         self._new_batch()
 
     def stop(self) -> None:
@@ -80,7 +80,6 @@ class Projector:
         self._batch = RowBatch()
         self._first: dict[int, int] = {}     # per partition: first offset in the batch
         self._next: dict[int, int] = {}      # per partition: offset after the last one
-        self._crc = 0
         self._started = time.monotonic()
 
     async def _loop(self, consumer: LogConsumer, until_caught_up: bool) -> None:
@@ -88,41 +87,47 @@ class Projector:
         retry_s = 0.1
         while True:
             if self._stopping.is_set():
-                await self._flush()
+                async with self._work:
+                    await self._flush()
                 return
             await self._running.wait()
             records = await consumer.poll(timeout_s=min(0.1, self._cfg.batch_max_s),
                                           max_records=self._cfg.poll_max_records)
-            if records:
-                if not self._next:
-                    self._started = time.monotonic()
-                try:
-                    await self._load_states({r.key.decode() for r in records})
-                except RetryableError:
-                    log.warning("projector: store unavailable while loading run states")
-                    await self._rewind(consumer)
-                    await asyncio.sleep(retry_s)
-                    retry_s = min(_MAX_RETRY_S, retry_s * 2)
-                    continue
-                for r in records:
-                    fold_record(self._states, r.value, r.partition, r.offset, self._batch)
-                    self._first.setdefault(r.partition, r.offset)
-                    self._next[r.partition] = r.offset + 1
-                    self._crc = zlib.crc32(r.value, self._crc)
-                self.records_applied += len(records)
-            full = self._batch.total_rows() >= self._cfg.batch_max_rows
-            due = self._next and time.monotonic() - self._started >= self._cfg.batch_max_s
-            idle = self._next and not records
-            if full or due or idle:
-                try:
-                    await self._flush()
-                    retry_s = 0.1
-                except RetryableError:
-                    log.warning("projector: store write or commit failed; will re-fold from "
-                                "the last commit", exc_info=True)
-                    await self._rewind(consumer)
-                    await asyncio.sleep(retry_s)
-                    retry_s = min(_MAX_RETRY_S, retry_s * 2)
+            # Fold and flush under the work lock: a rebalance callback may run at any
+            # await point (aiokafka calls it from its coordinator task) and must never
+            # write or replace a batch that is being folded or written.
+            async with self._work:
+                owned = consumer.assignment()
+                records = [r for r in records if r.partition in owned]
+                if records:
+                    if not self._next:
+                        self._started = time.monotonic()
+                    try:
+                        await self._load_states({r.key.decode() for r in records})
+                    except RetryableError:
+                        log.warning("projector: store unavailable while loading run states")
+                        await self._rewind(consumer)
+                        await asyncio.sleep(retry_s)
+                        retry_s = min(_MAX_RETRY_S, retry_s * 2)
+                        continue
+                    for r in records:
+                        fold_record(self._states, r.value, r.partition, r.offset, self._batch)
+                        self._first.setdefault(r.partition, r.offset)
+                        self._next[r.partition] = r.offset + 1
+                    self.records_applied += len(records)
+                full = self._batch.total_rows() >= self._cfg.batch_max_rows
+                due = self._next and time.monotonic() - self._started >= self._cfg.batch_max_s
+                idle = self._next and not records
+                if full or due or idle:
+                    try:
+                        await self._flush()
+                        retry_s = 0.1
+                    except RetryableError:
+                        log.warning("projector: store write or commit failed; will re-fold "
+                                    "from the last commit", exc_info=True)
+                        await self._rewind(consumer)
+                        await asyncio.sleep(retry_s)
+                        retry_s = min(_MAX_RETRY_S, retry_s * 2)
             if until_caught_up and not records and not self._next:
                 caught = await consumer.caught_up()
                 if all(ok for ok, _ in caught.values()):
@@ -131,18 +136,20 @@ class Projector:
     async def _on_revoke(self, partitions: set[int]) -> None:
         """A rebalance takes ``partitions`` away: write and commit what was folded, and
         forget their runs (their new owner loads them from the store)."""
-        try:
-            await self._flush()
-        except RetryableError:
-            log.warning("projector: flush on revoke failed; the new owner re-folds",
-                        exc_info=True)
-            self._states.clear()
+        async with self._work:
+            try:
+                await self._flush()
+            except RetryableError:
+                log.warning("projector: flush on revoke failed; the new owner re-folds",
+                            exc_info=True)
+                self._states.clear()
+                self._checked.clear()
+                self._new_batch()
+                return
+            for key in [k for k, st in self._states.items()
+                        if st.applied_partition in partitions]:
+                del self._states[key]
             self._checked.clear()
-            self._new_batch()
-            return
-        for key in [k for k, st in self._states.items() if st.applied_partition in partitions]:
-            del self._states[key]
-        self._checked.clear()
 
     async def _load_states(self, run_ids: set[str]) -> None:
         missing = [rid for rid in run_ids if rid not in self._checked]
@@ -156,14 +163,13 @@ class Projector:
         """Write the batch, then commit the next offsets; start a new batch."""
         batch, first, nxt = self._batch, self._first, self._next
         if batch:
-            # The token names exactly the records folded into this batch (offset ranges and
-            # a CRC of their bytes, since a log that lost its tail after a machine crash
-            # reuses offsets), so a retried insert of the same batch is dropped by the
-            # store and a different batch never is.
             ranges = ",".join(f"{p}:{first[p]}-{o}" for p, o in sorted(nxt.items()))
-            token = f"{self._cfg.group}@{ranges}#{self._crc:08x}"
+            # No insert deduplication token: the same records fold into different rows
+            # under different run states (another owner, a reload), so a token derived
+            # from the records could name different rows and drop real data. The store
+            # still drops a retried identical block by its content hash.
             try:
-                await self._store.call(self._writer.write, batch, token)
+                await self._store.call(self._writer.write, batch, None)
             except PermanentError:
                 # Rows the store can never accept must not stop the pipeline forever.
                 log.exception("projector: batch refused by the store; skipped (%s)", ranges)

@@ -24,8 +24,9 @@ def crashed_record(lv: Liveness, detector: str, timeout_s: float, now: int) -> b
     ev = events_pb2.Event(run_id=lv.run_id, project=lv.project, entity=lv.entity, seq=0,
                           server_time_us=now)
     ev.crashed.detector = detector
+    # The fold appends ", detected by <detector>" to the reason.
     ev.crashed.reason = (f"no heartbeat or other event for more than {timeout_s:g} s "
-                         f"(last at {last}), detected by reaper {detector}")
+                         f"(last at {last})")
     ev.crashed.last_seen_us = lv.last_seen_us
     ev.crashed.after_seq = lv.last_seq
     return events_pb2.LogRecord(events=[ev], server_time_us=now).SerializeToString()

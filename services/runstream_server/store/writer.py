@@ -25,6 +25,8 @@ _STATE_COLUMNS = (
     "toUnixTimestamp64Micro(last_event_time) AS last_event_time_us, "
     "toUnixTimestamp64Micro(end_time) AS end_time_us, exit_code, hidden, color, last_seq, "
     "dropped_points, seq_gaps, deleted, applied_partition, applied_offset, version"
+    ", stop_requested_by, toUnixTimestamp64Micro(stop_requested_time) AS stop_requested_time_us"
+    ", summary_modes, step_metrics, summary_count, summary_agg, last_step"
 )
 _LOAD_CHUNK = 10_000
 
