@@ -35,12 +35,15 @@ from typing import Any
 
 from . import _resume, _state
 from ._config import Config, ConfigError
+from ._helper import remove_journal
 from ._metadata import VERSION, _username, start_capture
 from ._resume import ResumeError
-from ._run import MetricDefinition, Run
+from ._run import MetricDefinition, Run, journal_root, open_journal
+from ._sender import NullSender
 from ._settings import Settings
 from ._summary import Summary
 from .api import Api
+from .v1 import events_pb2
 
 __version__ = VERSION
 __all__ = ["init", "log", "finish", "define_metric", "run", "config", "summary", "Run",
@@ -141,10 +144,14 @@ def init(project: str | None = None, entity: str | None = None, name: str | None
     ignored as duplicates: pass ``resume="allow"`` when reusing ids). ``"auto"`` is
     taken as ``"allow"``.
 
-    mode: ``"online"`` (default, or ``RUNSTREAM_MODE``), ``"offline"``, ``"disabled"``;
-    dir: where local files of the run go (default ``RUNSTREAM_DIR``, else the working
-    directory). Both are recorded on the run (``run.mode``, ``run.dir``); offline and
-    disabled modes are not implemented yet: such a run streams online, with a warning.
+    mode: ``"online"`` (default, or ``RUNSTREAM_MODE``): journaled and uploaded in the
+    background; ``"offline"``: journaled only (no network at all; upload later with
+    ``runstream sync``); ``"disabled"``: nothing is recorded (the run object works, its
+    calls do nothing). dir: where local files of the run go (default ``RUNSTREAM_DIR``,
+    else the working directory); the journal is ``<dir>/runstream-runs/run-<id>/``
+    (``run.journal_dir``). ``init`` never waits on the network for more than the
+    resume look-up's 1.5 s: with the server down, the run starts at once and uploads
+    when the server is back.
     """
     policy = _REINIT.get(reinit) if isinstance(reinit, (str, bool, type(None))) else None
     if policy is None:
@@ -169,8 +176,9 @@ def init(project: str | None = None, entity: str | None = None, name: str | None
                 r.finish()
 
     s = settings if isinstance(settings, Settings) else Settings.from_env(**(settings or {}))
-    if mode != "online":
-        log_.warning("runstream: mode=%r is not implemented yet; the run streams online", mode)
+    if mode == "disabled":
+        return _disabled_run(s, project, entity, name, notes, tags, config, group, job_type,
+                             id, dir)
     pending_meta = start_capture()          # git / nvidia-smi run while we look the run up
     run_id = id or _new_run_id()
     if not _RUN_ID_RE.match(str(run_id)):
@@ -181,46 +189,86 @@ def init(project: str | None = None, entity: str | None = None, name: str | None
     resumed, first_seq, first_step = False, 1, 0
     stored_config = stored_summary = None
     _state.install_hooks()
-    if id:
-        try:
-            if not _state.grpc_usable():
-                raise _resume.Unreachable("a child forked after gRPC was used cannot use it")
-            _state.note_grpc_use()
-            found = _resume.lookup(s.query_url or s.url, entity, project, run_id)
-        except _resume.Unreachable as e:
-            if resume_policy in ("allow", "must"):
-                log_.warning("runstream: cannot ask %s about run %s (%s); resuming it blind: "
-                             "steps restart at 0 (pass step= to log() to keep them apart)",
-                             s.query_url or s.url, run_id, e)
-                resumed, first_seq = True, time.time_ns() // 1_000
-            else:
-                log_.warning("runstream: cannot ask %s whether run %s exists (%s); starting "
-                             "it as a new run", s.query_url or s.url, run_id, e)
-        else:
-            if found is None:
-                if resume_policy == "must":
-                    raise ResumeError(f"resume='must' but run {entity}/{project}/{run_id} "
-                                      "does not exist")
-            else:
-                if resume_policy == "never":
-                    raise ResumeError(f"resume='never' but run {entity}/{project}/{run_id} "
-                                      f"already exists ({found.state})")
-                if resume_policy is None:
-                    log_.warning("runstream: run %s/%s/%s already exists; resuming it "
-                                 "(pass resume='never' to refuse)", entity, project, run_id)
-                resumed = True
-                first_seq = max(found.last_seq + 1, time.time_ns() // 1_000)
-                first_step = found.last_step + 1
-                stored_config, stored_summary = found.config, found.summary
-
-    sender = _state.sender(s)
+    base = dir or os.environ.get("RUNSTREAM_DIR") or pending_meta.cwd
+    # The journal first: its last seq (a previous session of this id on this machine,
+    # possibly not uploaded yet) bounds the new session's seqs from below.
+    journal, journal_dir = open_journal(base, run_id)
+    try:
+        found = _look_up(s, mode, id, resume_policy, entity, project, run_id)
+    except BaseException:
+        journal.close()
+        remove_journal(journal_dir)         # unless it holds events of an earlier session
+        raise
+    if found == "blind":
+        resumed, first_seq = True, time.time_ns() // 1_000
+    elif found is not None:
+        resumed = True
+        first_seq = max(found.last_seq + 1, time.time_ns() // 1_000)
+        first_step = found.last_step + 1
+        stored_config, stored_summary = found.config, found.summary
+    first_seq = max(first_seq, journal.last_seq + 1)
+    sender = _state.sender(s, journal_root(base)) if mode == "online" else NullSender(s)
     r = Run(sender=sender, run_id=run_id, project=project, entity=entity, name=name or run_id,
             config=config, url=f"{s.url}/{entity}/{project}/runs/{run_id}", notes=notes or "",
             tags=tags or (), group=group or "", job_type=job_type or "", mode=mode,
-            dir=dir or os.environ.get("RUNSTREAM_DIR") or pending_meta.cwd,
+            dir=base, journal=journal, journal_dir=journal_dir,
             resumed=resumed, first_seq=first_seq, first_step=first_step,
             stored_config=stored_config, stored_summary=stored_summary)
     r._start(metadata=pending_meta.result())
+    _state.add(r)
+    _state.start_keeper()
+    return r
+
+
+def _look_up(s: Settings, mode: str, id, resume_policy, entity: str, project: str,
+             run_id: str):
+    """What the server knows of the run: its state (resume it), None (a new run), or
+    "blind" (resume without knowing). Raises ResumeError per ``resume``."""
+    if not id:
+        return None
+    if mode == "offline":
+        return "blind" if resume_policy in ("allow", "must") else None
+    try:
+        if not _state.grpc_usable():
+            raise _resume.Unreachable("a child forked after gRPC was used cannot use it")
+        _state.note_grpc_use()
+        found = _resume.lookup(s.query_url or s.url, entity, project, run_id)
+    except _resume.Unreachable as e:
+        if resume_policy in ("allow", "must"):
+            log_.warning("runstream: cannot ask %s about run %s (%s); resuming it blind: "
+                         "steps restart at 0 (pass step= to log() to keep them apart)",
+                         s.query_url or s.url, run_id, e)
+            return "blind"
+        log_.warning("runstream: cannot ask %s whether run %s exists (%s); starting "
+                     "it as a new run", s.query_url or s.url, run_id, e)
+        return None
+    if found is None:
+        if resume_policy == "must":
+            raise ResumeError(f"resume='must' but run {entity}/{project}/{run_id} "
+                              "does not exist")
+        return None
+    if resume_policy == "never":
+        raise ResumeError(f"resume='never' but run {entity}/{project}/{run_id} "
+                          f"already exists ({found.state})")
+    if resume_policy is None:
+        log_.warning("runstream: run %s/%s/%s already exists; resuming it "
+                     "(pass resume='never' to refuse)", entity, project, run_id)
+    return found
+
+
+def _disabled_run(s, project, entity, name, notes, tags, config, group, job_type, id,
+                  dir) -> Run:
+    """``mode="disabled"``: a run object whose calls record nothing (no journal, no
+    network, no system metrics)."""
+    from dataclasses import replace
+    run_id = id or _new_run_id()
+    r = Run(sender=NullSender(replace(s, system_metrics=False)), run_id=str(run_id),
+            project=project or DEFAULT_PROJECT, entity=entity or s.entity or "default",
+            name=name or str(run_id), config=config, url="", notes=notes or "",
+            tags=tags or (), group=group or "", job_type=job_type or "", mode="disabled",
+            dir=dir or os.environ.get("RUNSTREAM_DIR") or os.getcwd())
+    _state.install_hooks()
+    r._start(metadata=events_pb2.RunMetadata())
     _state.add(r)
     return r
 

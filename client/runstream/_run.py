@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -11,16 +13,66 @@ from typing import Any, NamedTuple
 
 from . import _values
 from ._config import Config
+from ._encode import LogEncoder
 from ._summary import MODES, Summary
+from ._wal import WalLockedError, WalWriter
 from .v1 import events_pb2
 
 log = logging.getLogger("runstream")
 
 MAX_KEY_CHARS = 256        # the gateway's limit for metric, config and summary keys
+JOURNAL_SUBDIR = "runstream-runs"   # not an importable name: it can never shadow a package
+
+
+def journal_root(base: str) -> str:
+    """Where the journals of runs started with ``dir=base`` go."""
+    return os.path.abspath(os.path.join(base, JOURNAL_SUBDIR))
+
+
+def open_journal(base: str, run_id: str) -> tuple[WalWriter, str]:
+    """The run's journal: ``<base>/runstream-runs/run-<id>/`` (an existing one is continued).
+
+    If another live process (or run of this one) writes that journal, a directory of
+    this process is used beside it (``run-<id>-<pid>-<n>``); if the directory cannot be
+    written, one under the temporary directory (with a warning). If nothing can be
+    written, the writer keeps a bounded memory overflow (see ``_wal.py``).
+    """
+    roots = [journal_root(base),
+             os.path.join(tempfile.gettempdir(), f"runstream-{os.getuid()}")]
+    first: tuple[WalWriter, str] | None = None
+    for root in roots:
+        for i in range(100):
+            name = f"run-{run_id}" if i == 0 else f"run-{run_id}-{os.getpid()}-{i}"
+            path = os.path.join(root, name)
+            try:
+                w = WalWriter(path)
+            except WalLockedError:
+                continue
+            if not w.disk_errors:
+                if first is not None:
+                    log.warning("runstream: cannot write the run's journal in %s (%s); "
+                                "using %s", os.path.dirname(first[1]), first[0].last_error,
+                                path)
+                    first[0].close()
+                elif i:
+                    log.warning("runstream: journal %s is in use by another process; "
+                                "using %s", os.path.join(root, f"run-{run_id}"), path)
+                return w, path
+            if first is None:
+                first = (w, path)
+            else:
+                w.close()
+            break
+    if first is None:
+        raise RuntimeError(f"no journal directory for run {run_id}")
+    return first
+
+
+_time_ns = time.time_ns
 
 
 def _now_us() -> int:
-    return time.time_ns() // 1_000
+    return _time_ns() // 1_000
 
 
 class MetricDefinition(NamedTuple):
@@ -40,9 +92,11 @@ class Run:
     ``log`` gets), ``out_of_order_steps``, ``resumed``, ``mode``, ``dir``, ``exit_code``
     (after ``finish``). Setting ``name``, ``notes`` or ``tags`` sends a ``RunPatch``.
 
-    ``log`` never blocks on the network: it builds the event, journals it and returns.
-    ``finish`` waits (up to the finish timeout) until the server acknowledged every
-    event of the run.
+    ``journal_dir`` is the run's journal (``<dir>/runstream-runs/run-<id>/``; empty for
+    a disabled run). ``log`` never blocks on the network: it encodes the event, copies
+    it into the journal and returns; the upload happens elsewhere (``_sender.py``,
+    ``_helper.py``). ``finish`` waits (up to the finish timeout) until the server
+    acknowledged every event of the run.
 
     Steps: every committed ``log`` uses the current step and then adds 1;
     ``commit=False`` accumulates into the current step. An explicit ``step`` higher than
@@ -60,8 +114,16 @@ class Run:
                  mode: str = "online", dir: str | None = None, resumed: bool = False,
                  first_seq: int = 1, first_step: int = 0,
                  stored_config: Mapping[str, Any] | None = None,
-                 stored_summary: Mapping[str, Any] | None = None) -> None:
+                 stored_summary: Mapping[str, Any] | None = None,
+                 journal: WalWriter | None = None, journal_dir: str = "") -> None:
         self._sender = sender
+        # The journal (``_wal.py``): every event is in it before the call that made it
+        # returns. None: a disabled run, which records nothing.
+        self._journal = journal
+        self.journal_dir = journal_dir
+        self._enc = LogEncoder(run_id, project, entity)
+        self._hb_seq = -1           # keeper thread: the last seq seen, and since when
+        self._hb_since = 0.0
         self.id = run_id
         self.project = project
         self.entity = entity
@@ -133,8 +195,12 @@ class Run:
         return events_pb2.Event(run_id=self.id, project=self.project, entity=self.entity,
                                 seq=next(self._seq), client_time_us=_now_us())
 
-    def _publish(self, ev: events_pb2.Event) -> int:
-        self._sender.publish(self.id, ev.seq, ev.SerializeToString())
+    def _publish(self, ev: events_pb2.Event, pinned: bool = True) -> int:
+        """Journal a rare event (start, config, summary, finish...): ``pinned``, so a
+        full disk's bounded memory overflow never drops it."""
+        j = self._journal
+        if j is not None:
+            j.append(ev.seq, ev.SerializeToString(), pinned)
         return ev.seq
 
     def _writable(self, what: str) -> bool:
@@ -165,7 +231,10 @@ class Run:
             for k, v in _values.flatten(self._init_config).items():
                 rs.config[str(k)].json = _values.to_json(v)
             self._publish(ev)
-        self._sender.register_heartbeat(self.id, self._heartbeat)
+        if self._journal is not None:
+            self._sender.register(self)
+        from . import _system
+        _system.start_for(self)
 
     def _heartbeat(self) -> None:
         with self._lock:
@@ -173,7 +242,32 @@ class Run:
                 return
             ev = self._event()
             ev.heartbeat.SetInParent()
-            self._publish(ev)
+            self._publish(ev, pinned=False)
+
+    def _tick(self, now: float) -> None:
+        """The keeper thread (``_state.py``), every ``heartbeat_interval_s / 4`` (at most
+        1 s): journal upkeep, and a heartbeat when the run journaled nothing for a
+        heartbeat interval. Nothing in ``log()`` itself."""
+        j = self._journal
+        if j is None or self._finished:
+            return
+        j.maintain()
+        if self.mode != "online":
+            return
+        last = j.last_seq
+        if last != self._hb_seq:
+            self._hb_seq = last
+            self._hb_since = now
+        elif now - self._hb_since >= self._sender.settings.heartbeat_interval_s:
+            self._heartbeat()
+
+    def _log_system(self, data: Mapping[str, Any]) -> None:
+        """System metrics (``_system.py``): one Log event at the current step, which does
+        not move; what ``commit=False`` accumulated stays pending."""
+        with self._lock:
+            if self._finished or not data:
+                return
+            self._emit_locked(self._step, data)
 
     def _patch(self, **fields) -> None:
         with self._lock:
@@ -223,9 +317,15 @@ class Run:
         if self._finished:
             self._writable("log()")
             return
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError(f"log() takes a dict, got {type(data).__name__}")
         with self._lock:
+            if step is None and commit and not self._pending:
+                # The usual call: straight to the journal, no copy into _pending.
+                if data:
+                    self._emit_locked(self._step, data)
+                self._step += 1
+                return
             if step is not None:
                 step = int(step)
                 if step < 0:
@@ -260,15 +360,15 @@ class Run:
         self._emit_locked(self._step, data)
 
     def _emit_locked(self, step: int, data: Mapping[str, Any]) -> None:
-        flat = _values.flatten(data)
-        nums, others = _values.split_flat(flat)
-        ev = self._event()
-        lg = ev.log
-        lg.step = step
-        lg.numbers.update(nums)
-        for k, j in others.items():
-            lg.others[k].json = j
-        self._publish(ev)
+        # The hot path: hand-rolled Event bytes (``_encode.py``) copied into the mapped
+        # journal (``_wal.py``): no protobuf object, no system call, no lock but the run's.
+        j = self._journal
+        if j is None:
+            self.summary._observe(_values.flatten(data))
+            return
+        seq = next(self._seq)
+        b, flat = self._enc.encode(seq, _time_ns() // 1_000, step, data)
+        j.append(seq, b)
         self.summary._observe(flat)
 
     def define_metric(self, name: str, summary: str | None = None,
@@ -313,9 +413,13 @@ class Run:
 
     def finish(self, exit_code: int | None = None, timeout: float | None = None,
                quiet: bool | None = None) -> bool:
-        """End the run: 0 → finished, non-zero → failed. Returns True when all was acked.
+        """End the run: 0 → finished, non-zero → failed. Returns True when all was acked
+        (offline and disabled runs: True once journaled).
 
-        Waits up to ``timeout`` (default: the finish timeout setting) for the server.
+        Waits up to ``timeout`` (default: the finish timeout setting) for the server,
+        never longer, and never raises a network error: what is not acknowledged by
+        then stays in the journal, uploaded in the background (by the helper process,
+        for up to ``drain_timeout_s`` after this process ends) or by ``runstream sync``.
         Calling it twice does nothing the second time. ``quiet`` is accepted for wandb
         compatibility.
         """
@@ -328,16 +432,53 @@ class Run:
             ev = self._event()
             ev.finish.exit_code = self.exit_code
             seq = self._publish(ev)
-        self._sender.unregister_heartbeat(self.id)
+        from . import _system
+        _system.stop_for(self)
         from . import _state
         _state.forget(self)
-        wait = self._sender.settings.finish_timeout_s if timeout is None else timeout
-        ok = self._sender.deliver(self.id, seq, wait)
-        if not ok:
-            log.warning("runstream: run %s finished locally but %d event(s) were not "
-                        "acknowledged by %s within %.0f s", self.id,
-                        self._sender.journal.unacked(self.id), self._sender.settings.url, wait)
+        return self._close_journal(seq, timeout)
+
+    def _close_journal(self, seq: int, timeout: float | None) -> bool:
+        """After the Finish (``seq``) was journaled: wait (bounded) for the server, close
+        the journal, delete it once everything was acknowledged."""
+        j = self._journal
+        if j is None:
+            return True
+        if self.mode != "online":
+            j.close()
+            self._warn_dropped(j)
+            if self.mode == "offline":
+                log.warning("runstream: run %s was recorded offline in %s; upload it with: "
+                            "runstream sync %s", self.id, self.journal_dir,
+                            os.path.dirname(os.path.dirname(self.journal_dir)))
+            return True
+        s = self._sender.settings
+        wait = max(0.0, s.finish_timeout_s if timeout is None else float(timeout))
+        try:
+            ok = self._sender.wait_acked(self, seq, wait)
+        except Exception:
+            log.exception("runstream: waiting for the upload of run %s", self.id)
+            ok = False
+        acked = 0 if ok else self._sender.acked(self)
+        j.close()
+        self._warn_dropped(j)
+        if ok:
+            self._sender.release(self)
+            from ._helper import remove_journal
+            remove_journal(self.journal_dir)
+        else:
+            log.warning("runstream: run %s finished locally, but %s acknowledged its events "
+                        "only up to seq %d of %d within %.0f s; the rest stays in %s and is "
+                        "uploaded in the background (runstream sync %s uploads what is left)",
+                        self.id, s.url, acked, seq, wait, self.journal_dir,
+                        self.journal_dir)
         return ok
+
+    def _warn_dropped(self, j: WalWriter) -> None:
+        if j.dropped_events:
+            log.warning("runstream: run %s: %d event(s) were lost: the journal %s could not "
+                        "be written (%s) and its memory bound was reached", self.id,
+                        j.dropped_events, self.journal_dir, j.last_error)
 
     def _detach_after_fork(self) -> None:
         """In a forked child: this copy of the parent's run must never send anything."""

@@ -17,6 +17,9 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
+UPLOADERS = ("process", "thread")
+
+
 @dataclass(frozen=True)
 class Settings:
     url: str = "localhost:50051"
@@ -38,12 +41,23 @@ class Settings:
     max_request_bytes: int = 4 * 1024 * 1024
     max_inflight_requests: int = 16
     reconnect_max_s: float = 5.0
+    # Who uploads the runs' journals (docs/client.md, "Durability"): "process", a helper
+    # process that outlives a killed training process and reports its death (default),
+    # or "thread", in this process (also the fallback when no helper can be started).
+    uploader: str = "process"
+    # Once the training process has ended, the helper keeps uploading what is left this
+    # long at most, then leaves it in the journal for ``runstream sync``.
+    drain_timeout_s: float = 300.0
     # A stop requested from the UI/API (``Api().run(path).stop()``): stop_fn() is called
     # (in a runstream thread) if set, else KeyboardInterrupt is raised in the main
     # thread; a run not finished stop_grace_s later is finished as killed and the
     # process gets SIGTERM (then SIGKILL after another stop_grace_s). See _control.py.
     stop_fn: Callable[[], object] | None = None
     stop_grace_s: float = 10.0
+    # System metrics (``_system.py``: CPU, memory, process RSS/CPU, disk, GPUs) logged
+    # as ``system/*`` keys this often; RUNSTREAM_SYSTEM_METRICS=0 turns them off.
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 10.0
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -55,9 +69,19 @@ class Settings:
                                             cls.heartbeat_interval_s),
             finish_timeout_s=_env_float("RUNSTREAM_FINISH_TIMEOUT", cls.finish_timeout_s),
             stop_grace_s=_env_float("RUNSTREAM_STOP_GRACE", cls.stop_grace_s),
+            uploader=(os.environ.get("RUNSTREAM_UPLOADER") or cls.uploader).strip().lower(),
+            drain_timeout_s=_env_float("RUNSTREAM_DRAIN_TIMEOUT", cls.drain_timeout_s),
+            system_metrics=os.environ.get("RUNSTREAM_SYSTEM_METRICS", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+            system_metrics_interval_s=_env_float("RUNSTREAM_SYSTEM_METRICS_INTERVAL",
+                                                 cls.system_metrics_interval_s),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise TypeError(f"unknown settings {sorted(unknown)}")
-        return replace(s, **{k: v for k, v in overrides.items() if v is not None})
+        s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
+        if s.uploader not in UPLOADERS:
+            raise ValueError(f"uploader={s.uploader!r} (RUNSTREAM_UPLOADER): use one of "
+                             f"{', '.join(UPLOADERS)}")
+        return s

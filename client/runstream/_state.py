@@ -10,27 +10,38 @@ n (``sys.exit`` is wrapped; ``None`` → 0, any other non-int → 1), an uncaugh
 → 1, an uncaught ``KeyboardInterrupt`` (Ctrl-C) → 255, otherwise 0. A ``SystemExit``
 raised directly (not through ``sys.exit``) is not seen and counts as 0.
 
-A forked child does not inherit the parent's runs or connection: after ``fork`` the
-child's copies of the parent's runs are detached (their ``log``/``finish`` do nothing)
-and the child starts with no run and no sender. gRPC cannot be used in a child forked
-after the parent used it, so a run started there uploads through a helper process
-(``_uploader.py``), and ``init`` cannot look a run up there (see ``init``: resume).
+The sender uploads the journals of this process's online runs: a ``HelperSender``
+(``_helper.py``, a helper process; the default) or a ``ThreadSender`` (``_sender.py``;
+``uploader="thread"``, or when no helper can be started). One **keeper** thread per
+process does the periodic work of the runs (``Run._tick``: journal upkeep, heartbeats of
+idle runs) and watches the sender (a dead helper is started again).
+
+A forked child does not inherit the parent's runs or sender: after ``fork`` the child's
+copies of the parent's runs are detached (their ``log``/``finish`` do nothing), their
+journals refuse writes, and the child starts with no run, no sender and no keeper.
+gRPC cannot be used in a child forked after the parent used it; a run started there
+uploads through a helper process of its own (fork + exec, so its gRPC is clean), and
+``init`` cannot look a run up there (see ``init``: resume).
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._run import Run
-    from ._sender import Sender
+
+log = logging.getLogger("runstream")
 
 _lock = threading.RLock()
-_sender: Sender | None = None
+_sender: Any = None            # HelperSender | ThreadSender | NullSender
+_keeper: threading.Thread | None = None
 _runs: list[Run] = []          # live runs, oldest first
 _active: Run | None = None     # the newest live run
 _exit_code: int | None = None
@@ -49,18 +60,66 @@ def note_grpc_use() -> None:
     _grpc_used = True
 
 
-def sender(settings) -> Sender:
+def sender(settings, log_dir: str = ""):
+    """The process's sender (made by the first online run, with its settings)."""
     global _sender
     with _lock:
         if _sender is None:
-            if grpc_usable():
-                from ._sender import Sender
-                note_grpc_use()
-                _sender = Sender(settings)
-            else:
-                from ._uploader import PipeSender
-                _sender = PipeSender(settings)
+            _sender = _make_sender(settings, log_dir)
         return _sender
+
+
+def _make_sender(settings, log_dir: str):
+    from ._sender import NullSender, ThreadSender
+    helper_error = None
+    if settings.uploader == "process" or not grpc_usable():
+        from ._helper import HelperSender
+        path = os.path.join(log_dir, f"helper-{os.getpid()}.log") if log_dir else ""
+        try:
+            return HelperSender(settings, log_path=path)
+        except Exception as e:  # noqa: BLE001 - e.g. no executable, fork refused
+            helper_error = e
+    if grpc_usable():
+        if helper_error is not None:
+            log.warning("runstream: cannot start the upload helper process (%s); uploading "
+                        "from a thread of this process (what is journaled right before a "
+                        "kill of this process is then uploaded by `runstream sync` only)",
+                        helper_error)
+        note_grpc_use()
+        return ThreadSender(settings)
+    log.warning("runstream: cannot start the upload helper process (%s) and this forked "
+                "child cannot use gRPC; runs stay in their journals for `runstream sync`",
+                helper_error)
+    return NullSender(settings)
+
+
+def start_keeper() -> None:
+    """Start the keeper thread if it is not running."""
+    global _keeper
+    with _lock:
+        if _keeper is None or not _keeper.is_alive():
+            _keeper = threading.Thread(target=_keep, name="runstream-keeper", daemon=True)
+            _keeper.start()
+
+
+def _keep() -> None:
+    while True:
+        tick = 1.0
+        now = time.monotonic()
+        for run in live():
+            try:
+                run._tick(now)
+                if run.mode == "online":
+                    tick = min(tick, run._sender.settings.heartbeat_interval_s / 4)
+            except Exception:
+                log.debug("runstream keeper: run %s", getattr(run, "id", "?"), exc_info=True)
+        s = _sender
+        if s is not None:
+            try:
+                s.watch()
+            except Exception:
+                log.debug("runstream keeper: watching the sender", exc_info=True)
+        time.sleep(max(0.05, tick))
 
 
 def _publish_globals() -> None:
@@ -156,7 +215,7 @@ def _after_fork_in_child() -> None:
     # A forked child does not inherit the parent's runs or its connection. The parent's
     # sender (gRPC channel, event loop) must not even be deallocated here: destroying
     # gRPC objects copied from another process crashes the child (SIGSEGV).
-    global _sender, _exit_code, _forked_after_grpc
+    global _sender, _exit_code, _forked_after_grpc, _keeper
     _forked_after_grpc = _forked_after_grpc or _grpc_used
     for run in _runs:
         run._detach_after_fork()
@@ -164,6 +223,7 @@ def _after_fork_in_child() -> None:
         _keep_forever(_sender)
     _runs.clear()
     _sender = None
+    _keeper = None
     _exit_code = None
     try:
         _publish_globals()

@@ -7,6 +7,7 @@
     runstream api        /
     runstream migrate    apply pending store migrations
     runstream replay     drop the projections and rebuild them from the event log
+    runstream sync       upload client run journals left on disk (offline runs)
 
 Every flag also reads a RUNSTREAM_* environment variable (docs/configuration.md).
 """
@@ -147,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--keep-tables", action="store_true",
                     help="re-consume from offset 0 over the existing tables (a no-op by design:"
                          " checks that replays change nothing)")
+    from runstream import _sync
+    _sync.add_arguments(sub.add_parser("sync", help="upload client run journals left on disk "
+                                                    "(offline runs): runstream sync [DIR]"))
     args = parser.parse_args(argv)
+    if args.command == "sync":
+        return _sync.run_cli(args)
     logging.basicConfig(level=os.environ.get("RUNSTREAM_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

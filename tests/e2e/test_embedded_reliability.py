@@ -115,9 +115,13 @@ def test_duplicates_and_replays_leave_every_answer_identical(embedded):
 
 
 def test_killed_client_is_crashed_within_timeout(embedded):
+    # The reaper's case: the client dies with nothing left to tell the server (here: it
+    # uploads from a thread, so the SIGKILL takes the uploader too; in production: the
+    # machine is lost). With the default helper process, see test_client_durability.py.
     srv, q = embedded   # heartbeat timeout 3 s
     p = run_client(srv.grpc, run_id="victim", project="reaper", steps=20, metrics=2,
-                   env={**CLIENT_ENV, "RUNSTREAM_HEARTBEAT_INTERVAL": "0.5"}, wait=False,
+                   env={**CLIENT_ENV, "RUNSTREAM_HEARTBEAT_INTERVAL": "0.5",
+                        "RUNSTREAM_UPLOADER": "thread"}, wait=False,
                    extra=["--hang"])
     q.wait_states("reaper", {"victim": "running"}, timeout=60)
     time.sleep(1.0)   # heartbeats keep it running meanwhile

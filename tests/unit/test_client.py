@@ -1,10 +1,12 @@
-"""The client SDK: value conversion, journal, request encoding, settings, and a run's
-life against an in-process gateway (grpc.aio + IngestService + LocalEventLog)."""
+"""The client SDK: value conversion, request encoding, settings, and a run's life against
+an in-process gateway (grpc.aio + IngestService + LocalEventLog). The journal is tested
+in test_wal.py, the uploader in test_uploader.py."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import socket
 import threading
 import time
@@ -13,10 +15,10 @@ import grpc
 import pytest
 import runstream
 from runstream import _state
-from runstream._journal import Journal
 from runstream._sender import encode_request
 from runstream._settings import Settings
 from runstream._values import as_number, flatten, split, to_json
+from runstream._wal import WalReader, read_acked
 from runstream.v1 import events_pb2, ingest_pb2
 from runstream_server.eventlog.local import LocalEventLog
 from runstream_server.gateway.service import IngestService
@@ -65,75 +67,6 @@ def test_split_numbers_and_json_others():
     assert to_json(float("nan")) == "NaN"
 
 
-# ---------------------------------------------------------------------------- _journal
-
-
-def test_journal_pending_from_respects_position_and_limits():
-    j = Journal()
-    for seq in range(1, 6):
-        j.append("a", seq, b"x" * 10)
-    assert [e.seq for e in j.pending_from(0, 100, 1 << 20)] == [1, 2, 3, 4, 5]
-    assert [e.seq for e in j.pending_from(2, 100, 1 << 20)] == [3, 4, 5]
-    assert [e.seq for e in j.pending_from(0, 2, 1 << 20)] == [1, 2]
-    assert [e.seq for e in j.pending_from(0, 100, 25)] == [1, 2]
-    assert [e.seq for e in j.pending_from(0, 100, 1)] == [1]    # always at least one
-    assert j.pending_from(5, 100, 1 << 20) == []
-    assert j.next_position() == 5 and j.first_unacked() == 0
-
-
-def test_journal_ack_removes_acknowledged_prefix():
-    j = Journal()
-    j.append("a", 1, b"1")
-    j.append("b", 1, b"1")
-    j.append("a", 2, b"2")
-    j.ack("a", 2)
-    # a/1 leaves; b/1 is now the un-acked head, so a/2 waits behind it (still acked).
-    assert j.unacked("a") == 0 and j.unacked("b") == 1 and j.first_unacked() == 1
-    assert [(e.run_id, e.seq) for e in j.pending_from(0, 100, 1 << 20)] == [("b", 1), ("a", 2)]
-    j.ack("b", 1)
-    assert j.unacked() == 0 and j.first_unacked() == 3
-    assert j.pending_from(0, 100, 1 << 20) == []
-    j.ack("a", 1)                      # an older ack changes nothing
-    assert j.unacked() == 0 and j.rejected_events == 0
-
-
-def test_journal_counts_rejected_events():
-    j = Journal()
-    for seq in range(1, 4):
-        j.append("a", seq, b"e")
-    j.append("b", 1, b"e")
-    j.ack("a", 2, rejected=True)
-    assert j.rejected_events == 2
-    j.ack("a", 2, rejected=True)       # repeated: not counted twice
-    assert j.rejected_events == 2
-    assert j.unacked("a") == 1 and j.unacked("b") == 1
-
-
-def test_journal_does_not_count_acked_events_as_rejected():
-    j = Journal()
-    j.append("b", 1, b"e")             # un-acked head keeps a's entries in the deque
-    for seq in range(1, 4):
-        j.append("a", seq, b"e")
-    j.ack("a", 2)
-    j.ack("a", 3, rejected=True)
-    assert j.rejected_events == 1
-
-
-def test_journal_wait_acked():
-    j = Journal()
-    j.append("a", 1, b"e")
-    t0 = time.monotonic()
-    assert j.wait_acked("a", 1, 0.05) is False
-    assert time.monotonic() - t0 < 1
-    timer = threading.Timer(0.05, j.ack, ("a", 1))
-    timer.start()
-    try:
-        assert j.wait_acked("a", 1, 5) is True
-    finally:
-        timer.join()
-    assert j.wait_acked("a", 1, 0) is True
-
-
 # ---------------------------------------------------------------------------- _sender
 
 
@@ -157,7 +90,8 @@ def test_encode_request_parses_as_ingest_request():
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ("RUNSTREAM_URL", "RUNSTREAM_ENTITY", "RUNSTREAM_HEARTBEAT_INTERVAL",
-                 "RUNSTREAM_FINISH_TIMEOUT"):
+                 "RUNSTREAM_FINISH_TIMEOUT", "RUNSTREAM_UPLOADER", "RUNSTREAM_DRAIN_TIMEOUT",
+                 "RUNSTREAM_MODE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -182,6 +116,12 @@ def test_settings_rejects_bad_values(clean_env):
         Settings.from_env(urll="x")
     clean_env.setenv("RUNSTREAM_HEARTBEAT_INTERVAL", "soon")
     with pytest.raises(ValueError, match="RUNSTREAM_HEARTBEAT_INTERVAL"):
+        Settings.from_env()
+    clean_env.delenv("RUNSTREAM_HEARTBEAT_INTERVAL")
+    clean_env.setenv("RUNSTREAM_UPLOADER", "Thread")
+    assert Settings.from_env().uploader == "thread"
+    clean_env.setenv("RUNSTREAM_UPLOADER", "carrier-pigeon")
+    with pytest.raises(ValueError, match="RUNSTREAM_UPLOADER"):
         Settings.from_env()
 
 
@@ -245,9 +185,12 @@ def gateway(tmp_path_factory):
 
 
 @pytest.fixture
-def client(clean_env):
-    """A fresh process-wide client state (sender, active run); exit hooks not installed."""
+def client(clean_env, tmp_path):
+    """A fresh process-wide client state (sender, active run); exit hooks not installed;
+    journals under tmp_path."""
     clean_env.setattr(_state, "install_hooks", lambda: None)
+    clean_env.chdir(tmp_path)
+    clean_env.delenv("RUNSTREAM_DIR", raising=False)
     _state.set_active(None)
     _state._sender = None
     yield
@@ -275,9 +218,8 @@ def test_run_lifecycle(gateway, client):
     assert r.finish() is True
     assert runstream.run is None
 
-    before = _state._sender.journal.next_position()
     r.log({"late": 1.0})                       # ignored, not an error
-    assert _state._sender.journal.next_position() == before
+    assert r._journal._closed and not os.path.exists(r.journal_dir)  # all acked: removed
     with pytest.raises(RuntimeError):
         runstream.log({"late": 1.0})           # no active run any more
 
@@ -318,8 +260,13 @@ def _dead_address() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_dead_server_never_blocks_the_training_loop(client):
-    r = runstream.init(id="dead-1", settings=_settings(_dead_address()))
+@pytest.mark.parametrize("uploader", ["process", "thread"])
+def test_dead_server_never_blocks_the_training_loop(client, uploader):
+    t0 = time.perf_counter()
+    r = runstream.init(id="dead-1", settings={**_settings(_dead_address()),
+                                              "uploader": uploader, "drain_timeout_s": 1.0})
+    assert time.perf_counter() - t0 < 2.0
+    assert _state._sender.kind == uploader
     t0 = time.perf_counter()
     for i in range(1000):
         r.log({"loss": 1.0 / (i + 1), "text": "x"})
@@ -328,4 +275,10 @@ def test_dead_server_never_blocks_the_training_loop(client):
     assert r.finish(timeout=0.5) is False
     assert time.perf_counter() - t0 < 2.0
     assert runstream.run is None
-    assert _state._sender.journal.unacked("dead-1") == 1002   # kept for a later re-send
+    # Kept in the journal for a later upload (the helper's drain, or runstream sync).
+    reader = WalReader(r.journal_dir)
+    got = []
+    while batch := reader.read(got[-1][0] if got else 0):
+        got += batch
+    reader.close()
+    assert [seq for seq, _ in got] == list(range(1, 1003)) and read_acked(r.journal_dir) == 0

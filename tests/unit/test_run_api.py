@@ -21,6 +21,7 @@ import runstream
 from runstream import _state
 from runstream._metadata import capture, strip_credentials
 from runstream._values import unflatten
+from runstream._wal import WalReader
 from runstream.v1 import events_pb2, query_pb2, query_pb2_grpc
 from runstream_server.eventlog.local import LocalEventLog
 from runstream_server.gateway.service import IngestService
@@ -102,12 +103,14 @@ def gateway(tmp_path_factory):
 
 
 @pytest.fixture
-def rs(gateway, monkeypatch):
-    """A fresh process-wide client state pointed at the gateway; exit hooks not installed."""
+def rs(gateway, monkeypatch, tmp_path):
+    """A fresh process-wide client state pointed at the gateway; exit hooks not installed;
+    the working directory (where journals go) is tmp_path."""
     for name in ("RUNSTREAM_URL", "RUNSTREAM_ENTITY", "RUNSTREAM_HEARTBEAT_INTERVAL",
                  "RUNSTREAM_FINISH_TIMEOUT", "RUNSTREAM_MODE", "RUNSTREAM_DIR",
-                 "RUNSTREAM_API_URL"):
+                 "RUNSTREAM_API_URL", "RUNSTREAM_UPLOADER", "RUNSTREAM_DRAIN_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RUNSTREAM_URL", gateway.address)
     monkeypatch.setenv("RUNSTREAM_ENTITY", ENTITY)
     monkeypatch.setattr(_state, "install_hooks", lambda: None)
@@ -180,16 +183,37 @@ def test_bad_arguments_fail_init_loudly(rs, kw, match):
     assert runstream.run is None
 
 
-def test_mode_and_dir_are_recorded(rs, monkeypatch, caplog, tmp_path):
+def test_offline_mode_journals_only_and_disabled_records_nothing(rs, monkeypatch, caplog,
+                                                                  tmp_path):
+    base = tmp_path / "elsewhere"
     monkeypatch.setenv("RUNSTREAM_MODE", "offline")
-    monkeypatch.setenv("RUNSTREAM_DIR", str(tmp_path))
+    monkeypatch.setenv("RUNSTREAM_DIR", str(base))
     with caplog.at_level(logging.WARNING, "runstream"):
-        r = runstream.init(settings=FAST)
-    assert r.mode == "offline" and r.dir == str(tmp_path)
-    assert "not implemented yet" in caplog.text
-    r.finish()
-    r = runstream.init(mode="disabled", dir="/somewhere", settings=FAST)
-    assert (r.mode, r.dir) == ("disabled", "/somewhere")
+        r = runstream.init(config={"lr": 0.1}, settings=FAST)
+        assert r.mode == "offline" and r.dir == str(base)
+        assert r.journal_dir == str(base / "runstream-runs" / f"run-{r.id}")
+        r.log({"x": 1.0})
+        r.summary["best"] = 2
+        assert r.finish() is True
+    assert _state._sender is None                 # no uploader, no network at all
+    assert f"runstream sync {base}" in caplog.text
+    reader = WalReader(r.journal_dir)
+    events = [events_pb2.Event.FromString(d) for _s, d in reader.read(0)]
+    reader.close()
+    assert kinds(events) == ["run_start", "log", "summary_update", "finish"]
+    assert [e.seq for e in events] == [1, 2, 3, 4] and events[1].log.numbers["x"] == 1.0
+    assert rs.events(r.id) == []
+
+    r = runstream.init(mode="disabled", dir=str(tmp_path / "somewhere"), config={"a": 1},
+                       settings=FAST)
+    assert (r.mode, r.dir, r.journal_dir) == ("disabled", str(tmp_path / "somewhere"), "")
+    assert runstream.run is r and r.config.a == 1
+    r.log({"x": 3.0})
+    r.config.b = 2
+    assert r.summary["x"] == 3.0 and r.step == 1
+    assert r.finish() is True and runstream.run is None
+    assert not (tmp_path / "somewhere").exists() and rs.events(r.id) == []
+    assert _state._sender is None
 
 
 def test_module_level_names_follow_the_active_run(rs):
@@ -284,11 +308,11 @@ def test_a_forked_child_gets_no_run_simulated(rs, monkeypatch):
     try:
         assert runstream.run is None and _state.live() == [] and _state._sender is None
         assert not _state.grpc_usable()
-        before = sender.journal.next_position()
+        before = a._journal.last_seq
         a.log({"x": 1})                    # the parent's run: ignored in the child
         a.config.update({"y": 1})
         assert a.finish() is False
-        assert sender.journal.next_position() == before
+        assert a._journal.last_seq == before
     finally:
         _state._forked_after_grpc = False
         _state._sender = sender

@@ -17,7 +17,7 @@ PRIVACY_PRIVATE: Privacy
 PRIVACY_PUBLIC: Privacy
 
 class Event(_message.Message):
-    __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric")
+    __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric", "process_exited")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class Event(_message.Message):
     STOP_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_LOGGED_FIELD_NUMBER: _ClassVar[int]
     DEFINE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_EXITED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     project: str
     entity: str
@@ -54,7 +55,8 @@ class Event(_message.Message):
     stop_requested: StopRequested
     artifact_logged: ArtifactLogged
     define_metric: DefineMetric
-    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., client_time_us: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., summary_update: _Optional[_Union[SummaryUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., crashed: _Optional[_Union[Crashed, _Mapping]] = ..., run_patch: _Optional[_Union[RunPatch, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., stop_requested: _Optional[_Union[StopRequested, _Mapping]] = ..., artifact_logged: _Optional[_Union[ArtifactLogged, _Mapping]] = ..., define_metric: _Optional[_Union[DefineMetric, _Mapping]] = ...) -> None: ...
+    process_exited: ProcessExited
+    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., client_time_us: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., summary_update: _Optional[_Union[SummaryUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., crashed: _Optional[_Union[Crashed, _Mapping]] = ..., run_patch: _Optional[_Union[RunPatch, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., stop_requested: _Optional[_Union[StopRequested, _Mapping]] = ..., artifact_logged: _Optional[_Union[ArtifactLogged, _Mapping]] = ..., define_metric: _Optional[_Union[DefineMetric, _Mapping]] = ..., process_exited: _Optional[_Union[ProcessExited, _Mapping]] = ...) -> None: ...
 
 class JsonValue(_message.Message):
     __slots__ = ("json",)
@@ -237,6 +239,18 @@ class Crashed(_message.Message):
     last_seen_us: int
     after_seq: int
     def __init__(self, detector: _Optional[str] = ..., reason: _Optional[str] = ..., last_seen_us: _Optional[int] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class ProcessExited(_message.Message):
+    __slots__ = ("pid", "hostname", "reason", "after_seq")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    hostname: str
+    reason: str
+    after_seq: int
+    def __init__(self, pid: _Optional[int] = ..., hostname: _Optional[str] = ..., reason: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class RunPatch(_message.Message):
     __slots__ = ("name", "notes", "tags", "set_tags", "privacy", "hidden", "color")

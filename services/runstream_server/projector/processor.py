@@ -39,7 +39,8 @@ Rules, in the order they are checked for each event (invariants 2 and 4 of DESIG
      clock in µs, see the client's resume), so none of its events is a duplicate.
    - Every applied client event sets ``last_seq = seq`` and ``last_event_time`` = its
      server time. If the run was ``crashed`` it becomes ``running`` again, with cause
-     ``sent <kind> seq N after crash`` (invariant 5). Finished and failed runs keep
+     ``sent <kind> seq N after crash`` (invariant 5) — except ``process_exited``, which
+     says the process is gone (it leaves a crashed run crashed). Finished and failed runs keep
      their state (a late heartbeat racing finish() must not revive them); only
      ``run_start`` with ``resumed`` reopens them.
    - A run without a state is created by its first applied client event, whatever the
@@ -103,6 +104,12 @@ Summary modes
       (``exit code N``); end time = server time. A run with a pending stop request
       ends ``killed`` instead, whatever the exit code: cause ``stopped by <who> at
       <time>`` (+ ``, exit code N`` when not 0).
+    process_exited (written by the client's upload helper when the training process
+      ended without finishing the run): a ``running`` run becomes crashed at once,
+      cause ``process exited without finish (pid N on host H), seen by the uploader``
+      (+ ``: <reason>``), end time = server time; with a pending stop request it ends
+      ``killed`` as with ``crashed``. Finished, failed, killed and crashed runs keep
+      their state. Any later client event revives the run (the rule above).
     crashed: state crashed, cause = reason (or ``no event for X s since <last seen>``)
       + ``, detected by <detector>``; end time = last seen. With a pending stop
       request: ``killed``, cause ``stopped by <who> at <time>; the process ended
@@ -487,7 +494,7 @@ def fold_record(states: MutableMapping[RunKey, RunState],
             elif seq > st.last_seq + 1 and kind != "run_start":
                 st.seq_gaps += seq - st.last_seq - 1
                 stats.gaps += 1
-            if st.state == "crashed":
+            if st.state == "crashed" and kind != "process_exited":
                 st.state = "running"
                 st.state_cause = f"sent {kind or 'event'} seq {seq} after crash"
                 st.end_time = 0
@@ -755,6 +762,23 @@ def _crashed(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> N
     st.end_time = last_seen
 
 
+def _process_exited(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
+    if st.state != "running":
+        return
+    pe = ev.process_exited
+    cause = (f"process exited without finish (pid {pe.pid} on host {pe.hostname or '?'}), "
+             "seen by the uploader")
+    if pe.reason:
+        cause += f": {pe.reason}"
+    if _stop_pending(st):
+        st.state = "killed"
+        st.state_cause = f"{_stopped_cause(st)}; the process ended without finishing ({cause})"
+    else:
+        st.state = "crashed"
+        st.state_cause = cause
+    st.end_time = now
+
+
 def _run_patch(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
     p = ev.run_patch
     if p.HasField("name"):
@@ -790,6 +814,7 @@ _APPLY = {
     "stop_requested": _stop_requested,
     "artifact_logged": _nothing,
     "define_metric": _define_metric,
+    "process_exited": _process_exited,
 }
 
 __all__ = [

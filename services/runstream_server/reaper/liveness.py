@@ -8,7 +8,9 @@ silence (invariant 5). Only server receive times are compared, never client cloc
 Event rules mirror the projector's (``projector/processor.py``): a client event with
 seq <= the last seen seq is a duplicate and ignored; ``Finish`` ends a run; ``RunStart``
 (re)starts it; any client event revives a crashed run; a ``Crashed`` event counts only
-if the run was running and it follows the last client seq (else it is stale).
+if the run was running and it follows the last client seq (else it is stale). A
+``ProcessExited`` (the client's upload helper saw the training process die) crashes a
+running run like a ``Crashed`` does, so the reaper never emits a second one for it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class LivenessTable:
         lv.last_seen_us = max(lv.last_seen_us, server_us)
         if kind == "finish":
             lv.state = FINISHED
+        elif kind == "process_exited":
+            if lv.state == RUNNING:
+                lv.state = CRASHED
         elif kind == "run_start" or lv.state == CRASHED:
             lv.state = RUNNING
 
