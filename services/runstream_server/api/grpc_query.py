@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 from runstream.v1 import query_pb2, query_pb2_grpc
 
-from ..common.errors import NotFoundError, PermanentError, RetryableError
+from ..common import status
+from ..common.status import TRANSLATED
 from . import convert
 from .queries import Queries
 from .store_access import StoreAccess
@@ -19,12 +20,8 @@ class QueryService(query_pb2_grpc.QueryServicer):
     async def _call(self, context, fn, *args):
         try:
             return await self._store.call(fn, *args)
-        except NotFoundError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        except PermanentError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except RetryableError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except TRANSLATED as e:
+            await status.abort(context, e)
 
     async def ListProjects(self, request, context):
         rows = await self._call(context, self._q.list_projects, request.entity or None)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import grpc
 from runstream.v1 import runs_pb2, runs_pb2_grpc
 
-from ..common.errors import ConflictError, NotFoundError, PermanentError, RetryableError
+from ..common import status
+from ..common.status import TRANSLATED
 from .mutations import Mutations
 
 
@@ -16,14 +16,8 @@ class RunsService(runs_pb2_grpc.RunsServicer):
     async def _call(self, context, coro) -> runs_pb2.RunChange:
         try:
             return runs_pb2.RunChange(event=await coro)
-        except NotFoundError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        except ConflictError as e:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        except PermanentError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except RetryableError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except TRANSLATED as e:
+            await status.abort(context, e)
 
     async def UpdateRun(self, request, context):
         return await self._call(context, self._m.update(

@@ -24,7 +24,9 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
-from ..common.errors import ConflictError, NotFoundError, PermanentError, RetryableError
+from ..common import status
+from ..common.errors import PermanentError
+from ..common.status import TRANSLATED
 from .convert import jsonable
 from .mutations import Mutations, patch_from_json
 from .queries import Queries
@@ -83,14 +85,9 @@ class HttpApi:
     async def _errors(self, request: web.Request, handler):
         try:
             return await handler(request)
-        except NotFoundError as e:
-            return _error(404, "NOT_FOUND", str(e))
-        except ConflictError as e:
-            return _error(409, "FAILED_PRECONDITION", str(e))
-        except PermanentError as e:
-            return _error(400, "INVALID_ARGUMENT", str(e))
-        except RetryableError as e:
-            return _error(503, "UNAVAILABLE", str(e))
+        except TRANSLATED as e:
+            code, http_status = status.translate(e)
+            return _error(http_status, code.name, str(e))
 
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(text=_INDEX, content_type="text/html")
