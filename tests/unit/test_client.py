@@ -4,14 +4,11 @@ in test_wal.py, the uploader in test_uploader.py."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import socket
-import threading
 import time
 
-import grpc
 import pytest
 import runstream
 from runstream import _state
@@ -20,8 +17,8 @@ from runstream._settings import Settings
 from runstream._values import as_number, flatten, split, to_json
 from runstream._wal import WalReader, read_acked
 from runstream.v1 import events_pb2, ingest_pb2
-from runstream_server.eventlog.local import LocalEventLog
-from runstream_server.gateway.service import IngestService
+
+from tests.fixtures.gateway import BackgroundGateway
 
 # ---------------------------------------------------------------------------- _values
 
@@ -126,55 +123,6 @@ def test_settings_rejects_bad_values(clean_env):
 
 
 # ---------------------------------------------------------------------------- lifecycle
-
-
-class BackgroundGateway:
-    """A gateway (grpc.aio server + IngestService + LocalEventLog) in its own thread's loop."""
-
-    def __init__(self, directory) -> None:
-        self._dir = directory
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.address = self._call(self._start())
-
-    def _call(self, coro, timeout: float = 10):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    async def _start(self) -> str:
-        self.log = LocalEventLog(self._dir, partitions=2)
-        await self.log.start()
-        self.server = grpc.aio.server()
-        self.server.add_generic_rpc_handlers((IngestService(self.log, "gw-client").handler(),))
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        await self.server.start()
-        return f"127.0.0.1:{port}"
-
-    async def _events(self, run_id: str) -> list[events_pb2.Event]:
-        c = self.log.consumer(f"read-{time.monotonic_ns()}")
-        await c.start()
-        try:
-            out = []
-            while batch := await c.poll(0, 10_000):
-                for r in batch:
-                    if r.key == run_id.encode():
-                        out += events_pb2.LogRecord.FromString(r.value).events
-            return out
-        finally:
-            await c.close()
-
-    def events(self, run_id: str) -> list[events_pb2.Event]:
-        return self._call(self._events(run_id))
-
-    async def _stop(self) -> None:
-        await self.server.stop(None)
-        await self.log.close()
-
-    def close(self) -> None:
-        self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
 
 @pytest.fixture(scope="module")

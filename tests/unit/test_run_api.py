@@ -5,14 +5,12 @@ names, reinit, steps, config, summary, define_metric, resume and metadata."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import math
 import os
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import grpc
@@ -23,8 +21,8 @@ from runstream._metadata import capture, strip_credentials
 from runstream._values import unflatten
 from runstream._wal import WalReader
 from runstream.v1 import events_pb2, query_pb2, query_pb2_grpc
-from runstream_server.eventlog.local import LocalEventLog
-from runstream_server.gateway.service import IngestService
+
+from tests.fixtures.gateway import BackgroundGateway
 
 ENTITY = "unit"
 
@@ -44,55 +42,14 @@ class FakeQuery(query_pb2_grpc.QueryServicer):
         return view
 
 
-class Gateway:
+class Gateway(BackgroundGateway):
     """Ingest (LocalEventLog) + FakeQuery on one grpc.aio server in a background loop."""
 
     def __init__(self, directory) -> None:
-        self._dir = directory
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
         self.query = FakeQuery()
-        self.address = self._call(self._start())
-
-    def _call(self, coro, timeout: float = 10):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    async def _start(self) -> str:
-        self.log = LocalEventLog(self._dir, partitions=2)
-        await self.log.start()
-        self.server = grpc.aio.server()
-        self.server.add_generic_rpc_handlers((IngestService(self.log, "gw-unit").handler(),))
-        query_pb2_grpc.add_QueryServicer_to_server(self.query, self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        await self.server.start()
-        return f"127.0.0.1:{port}"
-
-    async def _events(self, run_id: str) -> list[events_pb2.Event]:
-        c = self.log.consumer(f"read-{time.monotonic_ns()}")
-        await c.start()
-        try:
-            out = []
-            while batch := await c.poll(0, 10_000):
-                for r in batch:
-                    if r.key == run_id.encode():
-                        out += events_pb2.LogRecord.FromString(r.value).events
-            return out
-        finally:
-            await c.close()
-
-    def events(self, run_id: str, kind: str | None = None) -> list[events_pb2.Event]:
-        evs = self._call(self._events(run_id))
-        return [e for e in evs if kind is None or e.WhichOneof("body") == kind]
-
-    def close(self) -> None:
-        async def stop():
-            await self.server.stop(None)
-            await self.log.close()
-        self._call(stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        super().__init__(directory, "gw-unit",
+                         lambda server: query_pb2_grpc.add_QueryServicer_to_server(self.query,
+                                                                                  server))
 
 
 @pytest.fixture(scope="module")
