@@ -41,8 +41,10 @@ def _as_mapping(d: Any) -> Mapping[str, Any]:
     raise TypeError(f"config takes a dict or an argparse.Namespace, got {type(d).__name__}")
 
 
-class Config:
+class Config(_values.KeysAsAttributes):
     """The config of one run. Reading never touches the network; writing journals an event."""
+
+    _kind = "config"
 
     def __init__(self, items: Mapping[str, Any] | None = None, send: SendFn | None = None) -> None:
         object.__setattr__(self, "_items", {str(k): v for k, v in _as_mapping(items).items()})
@@ -88,35 +90,16 @@ class Config:
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key.startswith("_"):
-            object.__setattr__(self, key, value)
-        else:
-            self.update({key: value})
-
     def __delitem__(self, key: str) -> None:
         with self._lock:
             old = self._items.pop(key)
             if self._send is not None:
                 self._send({}, list(_values.flatten({key: old})))
 
-    def __delattr__(self, key: str) -> None:
-        try:
-            del self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
     # -- reading ---------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         return self._items[key]
 
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("__"):
-            raise AttributeError(key)
-        try:
-            return self._items[key]
-        except KeyError:
-            raise AttributeError(f"config has no key {key!r}") from None
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._items.get(key, default)

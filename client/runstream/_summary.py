@@ -47,7 +47,9 @@ def mode_of(modes: Mapping[str, str], key: str) -> str:
     return "last" if best is None else modes[best]
 
 
-class Summary(MutableMapping):
+class Summary(_values.KeysAsAttributes, MutableMapping):
+    _kind = "summary"
+
     def __init__(self, send: SendFn | None = None,
                  initial: Mapping[str, Any] | None = None) -> None:
         object.__setattr__(self, "_values", dict(initial or {}))
@@ -139,29 +141,10 @@ class Summary(MutableMapping):
         if self._send is not None:
             self._send({}, {}, [key])
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key.startswith("_"):
-            object.__setattr__(self, key, value)
-        else:
-            self[key] = value
-
-    def __delattr__(self, key: str) -> None:
-        try:
-            del self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
     # -- reading ---------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
 
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("__"):
-            raise AttributeError(key)
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(f"summary has no key {key!r}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._values))

@@ -100,3 +100,31 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
         else:
             node[parts[-1]] = flat[key]
     return out
+
+
+class KeysAsAttributes:
+    """Attribute access to a mapping's keys (``obj.lr`` is ``obj["lr"]``), as wandb's
+    config and summary allow. Names starting with "_" stay ordinary attributes when set;
+    the class defines ``_kind`` for error messages and item access for the rest."""
+
+    _kind = "mapping"
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key.startswith("_"):
+            object.__setattr__(self, key, value)
+        else:
+            self[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        try:
+            del self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"{self._kind} has no key {key!r}") from None

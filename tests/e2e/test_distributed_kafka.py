@@ -106,37 +106,33 @@ def _hanging_client(cluster, run_id: str, project: str):
     return p
 
 
-def test_projector_backlog_is_not_silence(cluster):
-    p = _hanging_client(cluster, "k-backlog", "kafka-backlog")
+def _backlog_is_not_silence(cluster, stalled: ServerProcess, run_id: str, project: str,
+                            settle_s: float) -> None:
+    """Stop ``stalled`` longer than the timeout while the run heartbeats: no false crash;
+    after the client dies the true crash is still found."""
+    p = _hanging_client(cluster, run_id, project)
     try:
-        cluster.store.signal(signal.SIGSTOP)    # events queue up in Kafka meanwhile
+        stalled.signal(signal.SIGSTOP)
         time.sleep(TIMEOUT_S + 2)
-        cluster.store.signal(signal.SIGCONT)
-        time.sleep(1.5)
-        run = cluster.q.run("kafka-backlog", "k-backlog")
+        stalled.signal(signal.SIGCONT)
+        time.sleep(settle_s)
+        run = cluster.q.run(project, run_id)
         assert run.state == "running" and run.state_cause == "started", run.state_cause
     finally:
-        cluster.store.signal(signal.SIGCONT)
+        stalled.signal(signal.SIGCONT)
         p.kill()
         p.wait(10)
-    # A true crash is still found.
-    cluster.q.wait_states("kafka-backlog", {"k-backlog": "crashed"}, timeout=TIMEOUT_S + 2)
+    cluster.q.wait_states(project, {run_id: "crashed"}, timeout=TIMEOUT_S + 2)
+
+
+def test_projector_backlog_is_not_silence(cluster):
+    # Events queue up in Kafka while the projector (+ api) process is stopped.
+    _backlog_is_not_silence(cluster, cluster.store, "k-backlog", "kafka-backlog", 1.5)
 
 
 def test_reaper_backlog_is_not_silence(cluster):
-    p = _hanging_client(cluster, "k-slow-reaper", "kafka-reaper")
-    try:
-        cluster.reaper.signal(signal.SIGSTOP)   # the reaper falls behind the heartbeats
-        time.sleep(TIMEOUT_S + 2)
-        cluster.reaper.signal(signal.SIGCONT)
-        time.sleep(2.0)
-        run = cluster.q.run("kafka-reaper", "k-slow-reaper")
-        assert run.state == "running" and run.state_cause == "started", run.state_cause
-    finally:
-        cluster.reaper.signal(signal.SIGCONT)
-        p.kill()
-        p.wait(10)
-    cluster.q.wait_states("kafka-reaper", {"k-slow-reaper": "crashed"}, timeout=TIMEOUT_S + 2)
+    # The reaper falls behind the heartbeats while it is stopped.
+    _backlog_is_not_silence(cluster, cluster.reaper, "k-slow-reaper", "kafka-reaper", 2.0)
 
 
 def test_stop_reaches_the_script_through_the_kafka_control_topic(cluster):

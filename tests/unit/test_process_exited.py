@@ -6,36 +6,12 @@ from __future__ import annotations
 from runstream.v1 import events_pb2 as E
 from runstream.v1 import ingest_pb2
 from runstream_server.gateway.validation import validate_request
-from runstream_server.projector.processor import RowBatch, RunKey, RunState, fold_records
+from runstream_server.projector.processor import RunState
 from runstream_server.reaper.liveness import CRASHED, FINISHED, RUNNING, LivenessTable
 
-T0 = 1_700_000_000_000_000
-KEY = RunKey("ent", "proj", "run-1")
+from tests.fixtures.fold import KEY, T0, ev, fold, rec, start
+
 CAUSE = "process exited without finish (pid 4242 on host gpu-7), seen by the uploader"
-
-
-def ev(seq: int, **body) -> E.Event:
-    e = E.Event(run_id="run-1", project="proj", entity="ent", seq=seq,
-                client_time_us=T0 + seq * 1000)
-    ((name, msg),) = body.items()
-    getattr(e, name).CopyFrom(msg)
-    return e
-
-
-def rec(*events: E.Event, server_us: int = T0 + 5) -> bytes:
-    return E.LogRecord(events=list(events), server_time_us=server_us,
-                       gateway="gw-1").SerializeToString()
-
-
-def fold(records, states=None, first_offset: int = 0):
-    states = {} if states is None else states
-    batch = RowBatch()
-    fold_records(states, [(0, first_offset + i, r) for i, r in enumerate(records)], batch)
-    return states, batch
-
-
-def start(seq: int = 1, **kw) -> E.Event:
-    return ev(seq, run_start=E.RunStart(**kw))
 
 
 def log(seq: int, step: int) -> E.Event:

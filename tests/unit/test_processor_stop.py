@@ -3,34 +3,9 @@
 from __future__ import annotations
 
 from runstream.v1 import events_pb2 as E
-from runstream_server.projector.processor import RUNS, RowBatch, RunKey, RunState, fold_records
+from runstream_server.projector.processor import RUNS, RunState
 
-T0 = 1_700_000_000_000_000
-KEY = RunKey("ent", "proj", "run-1")
-
-
-def ev(seq: int, server_us: int = 0, **body) -> E.Event:
-    e = E.Event(run_id="run-1", project="proj", entity="ent", seq=seq,
-                client_time_us=T0 + seq * 1000, server_time_us=server_us)
-    ((name, msg),) = body.items()
-    getattr(e, name).CopyFrom(msg)
-    return e
-
-
-def rec(*events: E.Event, server_us: int = T0 + 5) -> bytes:
-    return E.LogRecord(events=list(events), server_time_us=server_us,
-                       gateway="gw-1").SerializeToString()
-
-
-def fold(records, states=None, first_offset: int = 0):
-    states = {} if states is None else states
-    batch = RowBatch()
-    fold_records(states, [(0, first_offset + i, r) for i, r in enumerate(records)], batch)
-    return states, batch
-
-
-def start(seq: int = 1, **kw) -> E.Event:
-    return ev(seq, run_start=E.RunStart(**kw))
+from tests.fixtures.fold import KEY, T0, ev, fold, rec, start
 
 
 def hb(seq: int) -> E.Event:

@@ -37,8 +37,6 @@ class Projector:
         self._states: dict[RunKey, RunState] = {}
         self._checked: set[str] = set()      # run ids whose state was looked up in the store
         self._stopping = asyncio.Event()
-        self._running = asyncio.Event()
-        self._running.set()
         self.records_applied = 0
         self.batches_written = 0
         self.last_stats = None
@@ -48,14 +46,6 @@ class Projector:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._running.set()
-
-    def pause(self) -> None:
-        """Stop consuming (operations and tests); the backlog stays in the log."""
-        self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
 
     async def run(self, *, from_beginning: bool = False, until_caught_up: bool = False) -> int:
         """Project until ``stop()``; returns the number of records folded.
@@ -90,7 +80,6 @@ class Projector:
                 async with self._work:
                     await self._flush()
                 return
-            await self._running.wait()
             records = await consumer.poll(timeout_s=min(0.1, self._cfg.batch_max_s),
                                           max_records=self._cfg.poll_max_records)
             # Fold and flush under the work lock: a rebalance callback may run at any

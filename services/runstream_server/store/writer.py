@@ -1,12 +1,11 @@
 """Writes folded batches to ClickHouse: one Arrow insert per table, history first.
 
-Blocking; callers run it in a worker thread. Idempotence (invariant 2): with a
-``dedup_token`` (derive it from the log positions of the batch, e.g.
-``"p3:1200-1450"``), a retried insert of the same batch is dropped by ClickHouse's
-insert deduplication (token ``<dedup_token>:<table>``); without one, or beyond the
-deduplication window, the ReplacingMergeTree keys make the repeated rows collapse and
-readers use FINAL. A token must only ever name one content: the same positions folded
-from the same starting states.
+Blocking; callers run it in a worker thread. Idempotence (invariant 2): ClickHouse
+drops a retried identical block by its content hash; beyond that, the ReplacingMergeTree
+keys make repeated rows collapse and readers use FINAL. ``dedup_token`` names the
+block instead (token ``<dedup_token>:<table>``): a token must only ever name one content.
+The projector passes none, because the same log positions fold into different rows under
+different run states (docs/architecture.md, projector).
 """
 
 from __future__ import annotations
