@@ -10,14 +10,17 @@ summary, Finish...) keep using the generated classes; only the hot path needs th
 Wire layout (field numbers from ``protos/runstream/v1/events.proto``)::
 
     Event:  1 run_id, 2 project, 3 entity (strings, left out when empty, as proto3
-            does), 4 seq (varint), 5 client_time_us (varint), 11 log (bytes)
-    Log:    1 step (varint), 2 numbers (map<string,double> entries),
+            does), 4 seq (fixed64), 5 client_time_us (sfixed64), 11 log (bytes)
+    Log:    1 step (fixed64), 2 numbers (map<string,double> entries),
             3 others (map<string,JsonValue> entries)
     entry:  1 key (string), 2 value (double: fixed64 / JsonValue: bytes {1 json})
 
-The fast path covers a flat dict of str keys and plain numbers (float, int, and
-numpy's float/int scalars once numpy is imported): one cached prefix per key plus an
-8-byte double per value. Anything else (nested dicts, strings, bools, huge ints,
+seq, time and step are always written (also when 0, which proto3 would leave out:
+parsers read the same value). The fast path covers a flat dict of str keys and plain
+numbers (float, int, and numpy's float/int scalars once numpy is imported). Every
+field is then fixed width, so a dict with a known key order is the whole event in one
+``struct.pack`` (formats cached per key order): the constant bytes, seq, time, step
+and one 8-byte double per value. Anything else (nested dicts, strings, bools, huge ints,
 other types) goes through ``_values`` exactly as before, so the two paths cannot
 disagree on what is a number.
 
@@ -38,12 +41,15 @@ from . import _values
 _MASK64 = (1 << 64) - 1
 _SMALL = tuple(bytes((i,)) for i in range(128))
 _pack_d = struct.Struct("<d").pack
+_pack_seq_time = struct.Struct("<QBq").pack      # seq, time tag, time
+_pack_step = struct.Struct("<Q").pack
 
 # Tags: (field_number << 3) | wire_type.
-_T_EVENT_SEQ = b"\x20"          # Event.seq, varint
-_T_EVENT_TIME = b"\x28"         # Event.client_time_us, varint
+_T_EVENT_SEQ = b"\x21"          # Event.seq, fixed64
+_T_EVENT_TIME = 0x29            # Event.client_time_us, sfixed64
 _T_EVENT_LOG = b"\x5a"          # Event.log, length-delimited
-_T_LOG_STEP = b"\x08"           # Log.step, varint
+_T_LOG_STEP = b"\x09"           # Log.step, fixed64
+_STEP_BYTES = 9                 # Log.step: tag + 8 bytes
 _T_LOG_NUMBER = 0x12            # Log.numbers entry
 _T_LOG_OTHER = 0x1A             # Log.others entry
 _T_KEY = 0x0A                   # map entry key
@@ -111,11 +117,10 @@ class LogEncoder:
 
     Caches, both bounded: one prefix per key (``max_cached_keys``, ~60 bytes each;
     keys beyond it are encoded each time) and, per distinct key order of a logged dict
-    (``max_cached_keysets``), one ``struct`` format that writes all its entries at once.
+    (``max_cached_keysets``), one ``struct`` format that writes the whole event.
     """
 
-    __slots__ = ("_head", "_keys", "_max_keys", "_sets", "_max_sets", "_t_hi",
-                 "_t_hi_bytes")
+    __slots__ = ("_head", "_keys", "_max_keys", "_sets", "_max_sets")
 
     def __init__(self, run_id: str, project: str, entity: str,
                  max_cached_keys: int = 100_000, max_cached_keysets: int = 256) -> None:
@@ -123,13 +128,11 @@ class LogEncoder:
         for tag, text in ((0x0A, run_id), (0x12, project), (0x1A, entity)):
             if text:
                 head += _ldelim(tag, _utf8(text))
-        self._head = head
+        self._head = head + _T_EVENT_SEQ
         self._keys: dict[str, bytes] = {}
         self._max_keys = max_cached_keys
-        self._sets: dict[tuple, tuple[Any, list, int] | None] = {}
+        self._sets: dict[tuple, tuple[Any, list] | None] = {}
         self._max_sets = max_cached_keysets
-        self._t_hi = -1
-        self._t_hi_bytes = b""
 
     def _number_prefix(self, key: str) -> bytes:
         """Everything of a ``numbers`` entry before its 8 value bytes."""
@@ -142,38 +145,29 @@ class LogEncoder:
         return p
 
     def _keyset(self, kt: tuple):
-        """(struct pack, argument template, entries size) for dicts with these keys in
-        this order; None when a key is not a str (that dict takes the slow path)."""
+        """(struct pack, argument template) of whole events whose dict has these keys in
+        this order; None when a key is not a str (that dict takes the slow path).
+        Arguments: head, seq, time tag, time, log header, step, then prefix/value pairs."""
         if len(self._sets) >= self._max_sets:
             self._sets.clear()
         if not all(type(k) is str for k in kt):
             self._sets[kt] = None
             return None
         prefixes = [self._number_prefix(k) for k in kt]
-        st = struct.Struct("<" + "".join(f"{len(p)}sd" for p in prefixes))
-        template: list = [None] * (2 * len(kt))
-        template[0::2] = prefixes
-        entry = (st.pack, template, st.size)
+        size = sum(len(p) + 8 for p in prefixes)
+        log_head = _T_EVENT_LOG + varint(_STEP_BYTES + size) + _T_LOG_STEP
+        st = struct.Struct(f"<{len(self._head)}sQBq{len(log_head)}sQ"
+                           + "".join(f"{len(p)}sd" for p in prefixes))
+        template: list = [self._head, 0, _T_EVENT_TIME, 0, log_head, 0] + [None] * (2 * len(kt))
+        template[6::2] = prefixes
+        entry = (st.pack, template)
         self._sets[kt] = entry
         return entry
-
-    def _time(self, t: int) -> bytes:
-        """varint(t) for a microsecond clock: the top bytes change every ~2 s."""
-        if (1 << 21) <= t < (1 << 63):
-            hi = t >> 21
-            if hi != self._t_hi:
-                self._t_hi = hi
-                self._t_hi_bytes = varint(hi)
-            return (((t & 0x7F) | ((t << 1) & 0x7F00) | ((t << 2) & 0x7F0000) | 0x808080)
-                    .to_bytes(3, "little") + self._t_hi_bytes)
-        return varint(t)
 
     def encode(self, seq: int, time_us: int, step: int,
                data: Mapping[str, Any]) -> tuple[bytes, Mapping[str, Any]]:
         """(Event bytes, flattened data). The flattened data is ``data`` itself when
         it was flat already; pass it on read-only (e.g. to the summary)."""
-        flat: Mapping[str, Any] = data
-        entries = None
         if type(data) is dict:
             kt = tuple(data)
             ks = self._sets.get(kt, False)
@@ -182,30 +176,20 @@ class LogEncoder:
             if ks is not None:
                 vals = data.values()
                 if _FAST_TYPES.issuperset(map(type, vals)):
-                    pack, template, size = ks
+                    pack, template = ks
                     args = template.copy()
-                    args[1::2] = vals
+                    args[1] = seq
+                    args[3] = time_us
+                    args[5] = step
+                    args[7::2] = vals
                     try:
-                        entries = pack(*args)
+                        return pack(*args), data
                     except struct.error:        # an int beyond float64
-                        entries = None
-        if entries is None:
-            entries, size, flat = self._slow_entries(data)
-        vlen = varint(size + 1 + len(vstep := varint(step)) if step else size)
-        if seq and time_us and step:        # the usual case, in one join
-            return b"".join((self._head, _T_EVENT_SEQ, varint(seq), _T_EVENT_TIME,
-                             self._time(time_us), _T_EVENT_LOG, vlen, _T_LOG_STEP, vstep,
-                             entries)), flat
-        parts = [self._head]
-        if seq:
-            parts += (_T_EVENT_SEQ, varint(seq))
-        if time_us:
-            parts += (_T_EVENT_TIME, self._time(time_us))
-        parts += (_T_EVENT_LOG, vlen)
-        if step:
-            parts += (_T_LOG_STEP, vstep)
-        parts.append(entries)
-        return b"".join(parts), flat
+                        pass
+        entries, size, flat = self._slow_entries(data)
+        return b"".join((self._head, _pack_seq_time(seq, _T_EVENT_TIME, time_us),
+                         _T_EVENT_LOG, varint(_STEP_BYTES + size), _T_LOG_STEP,
+                         _pack_step(step), entries)), flat
 
     def _slow_entries(self, data: Mapping[str, Any]) -> tuple[bytes, int, Mapping[str, Any]]:
         if not _numpy_checked:

@@ -113,7 +113,9 @@ class Server:
             await self._start_http()
         if "projector" in cfg.roles:
             from .projector.service import Projector
-            self.projector = Projector(self.event_log, self.store, cfg.projector)
+            # Sharing the loop with a gateway (embedded): acks first, projection after.
+            defer_to = self.ingest.busy if self.ingest is not None else None
+            self.projector = Projector(self.event_log, self.store, cfg.projector, defer_to)
             self._tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
         if "reaper" in cfg.roles:
             from .reaper.service import Reaper

@@ -147,3 +147,39 @@ def test_failed_store_write_is_refolded_not_lost(tmp_path, store):
         await log.close()
 
     asyncio.run(main())
+
+
+def test_projector_sharing_the_loop_steps_aside_but_still_projects(tmp_path, store, monkeypatch):
+    # Embedded server: while the gateway is busy the projector folds in short turns and
+    # lets the loop run between them, but a deferral is bounded: it never stops.
+    from runstream_server.projector import service
+    monkeypatch.setattr(service, "_TURN_S", 0.0)        # a turn after every record
+    runs = ["busy-1", "busy-2"]
+    asked = []
+
+    def gateway_busy() -> bool:
+        asked.append(time.monotonic())
+        return True                                     # always busy
+
+    async def main():
+        log = LocalEventLog(tmp_path / "log", partitions=2)
+        await log.start()
+        p = Projector(log, store, CFG, defer_to=gateway_busy)
+        await append_steps(log, runs, range(1, 31))
+        task = asyncio.create_task(p.run())
+        ticks = 0
+        q = None
+        while q is None:
+            ticks += 1       # this task runs while the projector folds (it yields to it)
+            try:
+                q = await wait_projected(store, runs, 30, timeout=0.01)
+            except AssertionError:
+                await asyncio.sleep(0.001)
+        await assert_complete(store, q, runs, 29, no_raw_duplicates=False)
+        p.stop()
+        await task
+        await log.close()
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert len(asked) > 10 and ticks > 1

@@ -136,6 +136,23 @@ def test_no_ack_before_the_append_completed(tmp_path):
     arun(main())
 
 
+def test_busy_while_requests_arrive(tmp_path, monkeypatch):
+    from runstream_server.gateway import service as gateway_service
+    monkeypatch.setattr(gateway_service, "BUSY_WINDOW_S", 0.3)
+
+    async def main():
+        async with gateway(tmp_path) as gw:
+            assert not gw.service.busy()
+            call = gw.stub.Stream()
+            await call.write(ingest_pb2.IngestRequest(events=[ev("r", 1)], batch_id=1))
+            assert (await next_response(call)).ack.batch_id == 1
+            assert gw.service.busy()
+            await asyncio.sleep(0.4)
+            assert not gw.service.busy()
+
+    arun(main())
+
+
 def test_empty_batch_is_acked_without_runs(tmp_path):
     async def main():
         async with gateway(tmp_path) as gw:

@@ -173,6 +173,21 @@ def test_overlong_key(kind):
     assert "longer than" in str(err)
 
 
+def test_log_keys_at_the_limits_in_both_maps_are_accepted():
+    # The log check first looks at sizes and totals and checks key by key only when
+    # those cannot rule a problem out: limits hold per map and count characters.
+    e = ev("r", 1, kind=None)
+    e.log.numbers.update({f"n{i}": 1.0 for i in range(limits.MAX_KEYS_PER_EVENT)})
+    for i in range(limits.MAX_KEYS_PER_EVENT):
+        e.log.others[f"o{i}"].json = "1"
+    multibyte = "é" * limits.MAX_KEY_CHARS              # 256 characters, 512 bytes
+    small = ev("r", 2, kind=None)
+    small.log.numbers[multibyte] = 1.0
+    small.log.others["x" * limits.MAX_KEY_CHARS].json = '"a long value"' * 50
+    assert validate_request(req(e, small)) == [RunSlice("r", (0, 1), 2)]
+    assert "longer than" in str(rejected(_with_keys("log.numbers", [multibyte + "é"])))
+
+
 def test_too_many_events(monkeypatch):
     monkeypatch.setattr(limits, "MAX_EVENTS_PER_REQUEST", 3)
     validate_request(req(*(ev("r", s) for s in range(1, 4))))

@@ -218,16 +218,17 @@ def offline_client(monkeypatch):
 
 
 def spy_logs(run) -> list:
-    """(step, flattened values) of every log write of the run from now on (the run's
-    single emit path, ``_emit_locked``, for user and system values alike)."""
+    """(step, flattened values) of every Log event the run encodes from now on (user and
+    system values alike go through the run's encoder on their way to the journal)."""
     logs: list = []
-    emit = run._emit_locked
+    enc = run._enc
 
-    def spy(step, data):
-        logs.append((step, _values.flatten(data)))
-        return emit(step, data)
+    class Spy:
+        def encode(self, seq, time_us, step, data):
+            logs.append((step, _values.flatten(data)))
+            return enc.encode(seq, time_us, step, data)
 
-    run._emit_locked = spy
+    run._enc = Spy()
     return logs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 
 import grpc
@@ -25,6 +26,9 @@ from .validation import InvalidEvent, validate_request
 log = logging.getLogger(__name__)
 
 SERVICE = "runstream.v1.Ingest"
+# A client streaming flat out sends a request at least every linger interval (50 ms by
+# default, less when full): a gap shorter than this counts as still busy.
+BUSY_WINDOW_S = 0.02
 
 
 class _Stream:
@@ -51,6 +55,12 @@ class IngestService:
         self._name = gateway_name.encode()
         self._streams_by_run: dict[str, set[_Stream]] = defaultdict(set)
         self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0}
+        self._last_request = -1e9
+
+    def busy(self) -> bool:
+        """Whether a request arrived within the last BUSY_WINDOW_S (clients are
+        streaming): work sharing this event loop can step aside (see the projector)."""
+        return time.monotonic() - self._last_request < BUSY_WINDOW_S
 
     def handler(self) -> grpc.GenericRpcHandler:
         # Requests arrive as raw bytes (no deserializer) so that they can be forwarded
@@ -86,6 +96,7 @@ class IngestService:
 
     async def _handle(self, raw: bytes, s: _Stream) -> None:
         received = now_us()
+        self._last_request = time.monotonic()
         try:
             request = ingest_pb2.IngestRequest.FromString(raw)
         except DecodeError:

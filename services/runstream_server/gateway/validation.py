@@ -58,41 +58,38 @@ def _check_keys(what: str, keys, run_id: str, seq: int) -> None:
                            run_id, seq)
 
 
-def _check_event(ev: events_pb2.Event) -> None:
+def _check_identity(ev: events_pb2.Event) -> None:
+    """The run id, project and entity of a run's first event in a request."""
     run_id = ev.run_id
     if not limits.RUN_ID_RE.match(run_id):
         raise InvalidEvent(f"run_id {run_id[:200]!r} must be 1-128 characters of A-Z a-z 0-9 _ . -",
                            run_id[:200])
     _check_name("project", ev.project, run_id)
     _check_name("entity", ev.entity, run_id)
-    if ev.seq == 0:
-        raise InvalidEvent("seq must start at 1 (seq 0 is reserved for the server)", run_id)
-    if ev.server_time_us:
-        raise InvalidEvent("server_time_us is set by the server; leave it 0", run_id, ev.seq)
-    kind = ev.WhichOneof("body")
+
+
+def _check_body(ev: events_pb2.Event, kind: str | None, run_id: str, seq: int) -> None:
+    """Every body but ``log`` (checked inline by ``validate_request``, the hot path)."""
     if kind is None:
-        raise InvalidEvent("event has no body", run_id, ev.seq)
+        raise InvalidEvent("event has no body", run_id, seq)
     if kind in _SERVER_ONLY:
-        raise InvalidEvent(f"{kind} events are made by the server only", run_id, ev.seq)
-    if kind == "log":
-        _check_keys("log", ev.log.numbers, run_id, ev.seq)
-        _check_keys("log", ev.log.others, run_id, ev.seq)
-    elif kind == "config_update":
-        _check_keys("config", ev.config_update.set, run_id, ev.seq)
+        raise InvalidEvent(f"{kind} events are made by the server only", run_id, seq)
+    if kind == "config_update":
+        _check_keys("config", ev.config_update.set, run_id, seq)
     elif kind == "summary_update":
-        _check_keys("summary", ev.summary_update.numbers, run_id, ev.seq)
-        _check_keys("summary", ev.summary_update.others, run_id, ev.seq)
+        _check_keys("summary", ev.summary_update.numbers, run_id, seq)
+        _check_keys("summary", ev.summary_update.others, run_id, seq)
     elif kind == "run_start":
-        _check_keys("config", ev.run_start.config, run_id, ev.seq)
+        _check_keys("config", ev.run_start.config, run_id, seq)
     elif kind == "define_metric":
         dm = ev.define_metric
-        _check_keys("define_metric", [dm.name], run_id, ev.seq)
+        _check_keys("define_metric", [dm.name], run_id, seq)
         if len(dm.step_metric) > limits.MAX_KEY_CHARS:
             raise InvalidEvent(f"define_metric step_metric longer than {limits.MAX_KEY_CHARS} "
-                               "characters", run_id, ev.seq)
+                               "characters", run_id, seq)
         if len(dm.summary) > MAX_SUMMARY_MODE_CHARS:
             raise InvalidEvent(f"define_metric summary longer than {MAX_SUMMARY_MODE_CHARS} "
-                               "characters", run_id, ev.seq)
+                               "characters", run_id, seq)
 
 
 def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:
@@ -105,23 +102,43 @@ def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:
     if len(events) > limits.MAX_EVENTS_PER_REQUEST:
         raise InvalidEvent(f"{len(events)} events in one request; the limit is "
                            f"{limits.MAX_EVENTS_PER_REQUEST}")
-    by_run: dict[str, list[int]] = {}
-    last_seq: dict[str, int] = {}
-    first_identity: dict[str, tuple[str, str]] = {}
+    # Per run: [project, entity, indexes, last seq]. Identity (run id, project, entity)
+    # is checked once per run per request, then compared: the loop below runs once per
+    # event of every request, so it does as little Python work per event as it can.
+    runs: dict[str, list] = {}
+    max_keys = limits.MAX_KEYS_PER_EVENT
+    max_chars = limits.MAX_KEY_CHARS
     for i, ev in enumerate(events):
-        _check_event(ev)
         rid = ev.run_id
-        prev = last_seq.get(rid)
-        if prev is not None:
-            if ev.seq <= prev:
-                raise InvalidEvent(f"seq {ev.seq} after {prev}: seq must strictly increase per run",
-                                   rid, ev.seq)
-            if first_identity[rid] != (ev.project, ev.entity):
-                raise InvalidEvent("a run's events must all have the same project and entity",
-                                   rid, ev.seq)
-            by_run[rid].append(i)
+        seq = ev.seq
+        acc = runs.get(rid)
+        if acc is None:
+            _check_identity(ev)
+            if seq == 0:
+                raise InvalidEvent("seq must start at 1 (seq 0 is reserved for the server)", rid)
+            runs[rid] = acc = [ev.project, ev.entity, [i], seq]
         else:
-            by_run[rid] = [i]
-            first_identity[rid] = (ev.project, ev.entity)
-        last_seq[rid] = ev.seq
-    return [RunSlice(rid, tuple(ix), last_seq[rid]) for rid, ix in by_run.items()]
+            if seq <= acc[3]:
+                raise InvalidEvent(f"seq {seq} after {acc[3]}: seq must strictly increase per run",
+                                   rid, seq)
+            if ev.project != acc[0] or ev.entity != acc[1]:
+                raise InvalidEvent("a run's events must all have the same project and entity",
+                                   rid, seq)
+            acc[2].append(i)
+            acc[3] = seq
+        if ev.server_time_us:
+            raise InvalidEvent("server_time_us is set by the server; leave it 0", rid, seq)
+        kind = ev.WhichOneof("body")
+        if kind == "log":
+            # C-level checks only: no key is longer (in UTF-8 bytes, so in characters)
+            # than the whole body, and an empty key is one lookup. The full, slower check
+            # runs only when these cannot rule a problem out.
+            lg = ev.log
+            nums, others = lg.numbers, lg.others
+            if (len(nums) + len(others) > max_keys or "" in nums or "" in others
+                    or lg.ByteSize() > max_chars):
+                _check_keys("log", nums, rid, seq)
+                _check_keys("log", others, rid, seq)
+        else:
+            _check_body(ev, kind, rid, seq)
+    return [RunSlice(rid, tuple(acc[2]), acc[3]) for rid, acc in runs.items()]

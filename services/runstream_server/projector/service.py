@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ..common.errors import PermanentError, RetryableError
 from ..config import ProjectorConfig
@@ -26,11 +27,24 @@ log = logging.getLogger(__name__)
 
 # A store outage is retried forever; this caps the wait between attempts.
 _MAX_RETRY_S = 5.0
+# Longest stretch of folding before the loop gets a turn: short enough that a gateway
+# sharing the loop (embedded server) acks within a few ms, long enough to cost nothing.
+_TURN_S = 0.005
+# While ``defer_to()`` says yes (the embedded server's gateway is busy), each turn of
+# folding is followed by this long of letting the loop run other tasks: acks
+# (durability, finish()) come first, projection catches up after the burst. The
+# projector keeps _TURN_S / (_TURN_S + _DEFER_S), a third, of the loop even then.
+_DEFER_S = 0.01
 
 
 class Projector:
-    def __init__(self, event_log: EventLog, store, config: ProjectorConfig) -> None:
+    def __init__(self, event_log: EventLog, store, config: ProjectorConfig,
+                 defer_to: Callable[[], bool] | None = None) -> None:
+        """``defer_to``: when given, a cheap check of whether a task sharing this event
+        loop has urgent work (the embedded server passes its gateway's ``busy``); the
+        projector then folds in short turns between the loop's other tasks."""
         self._log = event_log
+        self._defer_to = defer_to
         self._store = store
         self._cfg = config
         self._writer = StoreWriter(store.client, store.database)
@@ -99,10 +113,14 @@ class Projector:
                         await asyncio.sleep(retry_s)
                         retry_s = min(_MAX_RETRY_S, retry_s * 2)
                         continue
+                    turn_ends = time.monotonic() + _TURN_S
                     for r in records:
                         fold_record(self._states, r.value, r.partition, r.offset, self._batch)
                         self._first.setdefault(r.partition, r.offset)
                         self._next[r.partition] = r.offset + 1
+                        if time.monotonic() >= turn_ends:
+                            await self._give_turn()
+                            turn_ends = time.monotonic() + _TURN_S
                     self.records_applied += len(records)
                 full = self._batch.total_rows() >= self._cfg.batch_max_rows
                 due = self._next and time.monotonic() - self._started >= self._cfg.batch_max_s
@@ -121,6 +139,15 @@ class Projector:
                 caught = await consumer.caught_up()
                 if all(ok for ok, _ in caught.values()):
                     return
+
+    async def _give_turn(self) -> None:
+        """Folding is CPU work on the event loop: let the loop's other tasks run, and
+        when ``defer_to`` says so, for _DEFER_S longer."""
+        await asyncio.sleep(0)
+        if self._defer_to is None:
+            return
+        if self._defer_to():
+            await asyncio.sleep(_DEFER_S)
 
     async def _on_revoke(self, partitions: set[int]) -> None:
         """A rebalance takes ``partitions`` away: write and commit what was folded, and

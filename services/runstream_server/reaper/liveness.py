@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runstream.v1 import events_pb2
+from runstream.v1 import views_pb2
 
 RUNNING, FINISHED, CRASHED = "running", "finished", "crashed"
 
@@ -40,12 +40,13 @@ class LivenessTable:
         self.runs: dict[str, Liveness] = {}
 
     def observe(self, value: bytes, partition: int) -> None:
-        """Apply one log record (a serialized LogRecord)."""
-        rec = events_pb2.LogRecord.FromString(value)
+        """Apply one log record (a serialized LogRecord, read through its lean view:
+        the reaper reads every record and needs no event's contents)."""
+        rec = views_pb2.LogRecordView.FromString(value)
         for ev in rec.events:
             self._apply(ev, partition, ev.server_time_us or rec.server_time_us)
 
-    def _apply(self, ev: events_pb2.Event, partition: int, server_us: int) -> None:
+    def _apply(self, ev: views_pb2.EventView, partition: int, server_us: int) -> None:
         kind = ev.WhichOneof("body")
         lv = self.runs.get(ev.run_id)
         if kind == "delete":

@@ -16,6 +16,8 @@ from ..eventlog import EventLog
 from .liveness import Liveness, LivenessTable
 
 log = logging.getLogger(__name__)
+# Longest stretch of reading before the event loop gets a turn (see the projector).
+_TURN_S = 0.005
 
 
 def crashed_record(lv: Liveness, detector: str, timeout_s: float, now: int) -> bytes:
@@ -61,8 +63,12 @@ class Reaper:
                 try:
                     records = await consumer.poll(timeout_s=self._cfg.tick_s / 2,
                                                   max_records=5_000)
+                    turn_ends = time.monotonic() + _TURN_S
                     for r in records:
                         self.table.observe(r.value, r.partition)
+                        if time.monotonic() >= turn_ends:
+                            await asyncio.sleep(0)     # let the loop's other tasks run
+                            turn_ends = time.monotonic() + _TURN_S
                     if records and time.monotonic() < next_tick:
                         continue   # drain first; judge when caught up or on the tick
                     next_tick = time.monotonic() + self._cfg.tick_s
