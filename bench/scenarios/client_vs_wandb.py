@@ -50,7 +50,10 @@ the remote side; recorded as `server_cpu_us_call` in the JSON). **peak RSS MB** 
 Python process's `ru_maxrss` (MB = 10^6 bytes); **helper RSS MB** = sum of the helper
 processes' VmHWM. **wandb ÷ runstream** = per repetition, the wandb case's value over
 the Runstream N-call case's value of the same repetition; the cell is the median (min–max)
-of those ratios. The 100k-step Runstream case measures `finish()` after 100k steps."""
+of those ratios. The 100k-step Runstream case measures `finish()` after 100k steps.
+**runstream offline** is the like-for-like case for wandb offline: `mode="offline"`, the
+run is journaled on the local disk only (no upload helper, no server), as wandb offline
+writes its local file only; its ratios are in the notes under the table."""
 METRICS = [
     Metric("init_s", "init() s", lower_is_better=True),
     Metric("log_us_mean", "log() µs mean", lower_is_better=True),
@@ -65,6 +68,7 @@ METRICS = [
 REPS = 5
 
 RS = "runstream"
+RS_OFF = "runstream offline (journal only)"
 WB = "wandb offline (defaults)"
 WB_NOSTATS = "wandb offline, x_disable_stats=True"
 # issue 3's benchmark acceptance (reported, never asserted)
@@ -203,14 +207,19 @@ def run_rep(ctx, state) -> dict:
 
     results = {
         RS: runstream(p["calls"], "runstream"),
+        RS_OFF: _worker(ctx, "runstream", p["calls"], "runstream-offline", "--offline", *url),
         WB: _worker(ctx, "wandb", p["calls"], "wandb"),
         WB_NOSTATS: _worker(ctx, "wandb", p["calls"], "wandb-nostats", "--disable-stats"),
         _rs_long(ctx): runstream(p["long_calls"], "runstream-long"),
     }
     base = results[RS]
+    off = results[RS_OFF]
     for case in (WB, WB_NOSTATS):
         results[case]["ratio_log_mean"] = results[case]["log_us_mean"] / base["log_us_mean"]
         results[case]["ratio_cpu"] = results[case]["cpu_us_call"] / base["cpu_us_call"]
+        results[case]["ratio_log_mean_offline"] = (results[case]["log_us_mean"]
+                                                   / off["log_us_mean"])
+        results[case]["ratio_cpu_offline"] = results[case]["cpu_us_call"] / off["cpu_us_call"]
     for case, res in results.items():
         state["helpers"].setdefault(case, set()).update(res.pop("helpers"))
         kind = "runstream" if case.startswith("runstream") else "wandb"
@@ -228,6 +237,11 @@ def _rs_long(ctx) -> str:
 
 def _median(state, case: str, key: str) -> float:
     return statistics.median(r[case][key] for r in state["reps"])
+
+
+def _range(state, case: str, key: str) -> str:
+    vals = [r[case][key] for r in state["reps"]]
+    return f"{min(vals):.1f}–{max(vals):.1f}"
 
 
 def _summarize(ctx, state) -> None:
@@ -252,12 +266,25 @@ def _summarize(ctx, state) -> None:
         f"{met(finish_s <= TARGET_FINISH_S)}"
         + ("" if long_calls >= 100_000 else " (quick mode: not the 100k of the target)")
         + f"; peak client RSS ≤ {TARGET_RSS_MB:g} MB: {rss:.0f} MB {met(rss <= TARGET_RSS_MB)}.")
+    off_log, off_ratio = m(RS_OFF, "log_us_mean"), m(WB, "ratio_log_mean_offline")
+    off_cpu_ratio = m(WB, "ratio_cpu_offline")
+    ctx.note(
+        "Like for like, **runstream offline vs wandb offline** (both write a local file only; "
+        f"median ratios of the same repetitions): log() mean {off_log:.1f} µs "
+        f"{met(off_log <= TARGET_LOG_US)}, {off_ratio:.1f}× lower than wandb "
+        f"{met(off_ratio >= TARGET_LOG_RATIO)} (range "
+        + _range(state, WB, "ratio_log_mean_offline") + f"); CPU/call {off_cpu_ratio:.1f}× "
+        f"lower {met(off_cpu_ratio >= TARGET_CPU_RATIO)}; against wandb without system "
+        f"metrics: log() {m(WB_NOSTATS, 'ratio_log_mean_offline'):.1f}×, CPU/call "
+        f"{m(WB_NOSTATS, 'ratio_cpu_offline'):.1f}×. The online runstream rows above also "
+        "upload everything to a server sharing the same two cores.")
     ctx.note("Against the wandb variant without system metrics (`x_disable_stats=True`): "
              f"log() {m(WB_NOSTATS, 'ratio_log_mean'):.1f}×, "
              f"CPU/call {m(WB_NOSTATS, 'ratio_cpu'):.1f}×.")
     ctx.note("CPU split (median µs/call, Python process + helper processes): "
              + "; ".join(f"{case} {m(case, 'py_cpu_us_call'):.0f} + "
-                         f"{m(case, 'helper_cpu_us_call'):.0f}" for case in (RS, WB, WB_NOSTATS))
+                         f"{m(case, 'helper_cpu_us_call'):.0f}"
+                         for case in (RS, RS_OFF, WB, WB_NOSTATS))
              + f". The Runstream server used {m(RS, 'server_cpu_us_call'):.0f} µs of CPU "
              f"per call meanwhile (not counted: it is the remote side; wandb offline only "
              f"writes a local file).")

@@ -5,8 +5,9 @@
   it) reaches the projection, and the run is ``crashed`` within 5 s of the kill, with
   the server's heartbeat timeout at 60 s: the upload helper's ``ProcessExited``, not
   the reaper.
-- Server down at ``init``: ``init`` returns within 2 s, no ``log()`` takes 2 s, the
-  server comes up on the script's address later and everything arrives.
+- Server stopped before ``init`` and back 30 s later: ``init`` returns within 2 s, no
+  ``log()`` takes 2 s, the server comes back on the script's address while it is still
+  logging and everything arrives.
 - Offline: the run writes its journal only; ``runstream sync`` uploads it; a second
   sync changes nothing.
 """
@@ -142,23 +143,27 @@ def test_sigkill_loses_nothing_log_returned_and_the_run_is_crashed_within_5s(ser
     q.wait_for(lambda: not any(jdir.glob("runstream-runs/run-*")), 10, "the journal removed")
 
 
-def test_server_down_at_init_then_up_later_loses_nothing(tmp_path):
+OUTAGE_S = 30.0
+
+
+def test_server_down_at_init_then_up_30s_later_loses_nothing(tmp_path):
     port, http_port = free_port(), free_port()
     url = f"127.0.0.1:{port}"
-    steps = 300
-    t_start = time.monotonic()
+    args = ["server", "--data-dir", str(tmp_path / "data"), "--grpc-port", str(port),
+            "--http-port", str(http_port), "--heartbeat-timeout", "60", "--reaper-tick", "0.2"]
+    # The server was up, and is stopped before the script's init().
+    ServerProcess(args, log_path=tmp_path / "server-before.log").start().stop()
+    stopped_at = time.monotonic()
+    steps = 800      # 0.05 s apart: still logging when the server comes back after 30 s
     s = Script(url, "late-server", "down", "--steps", str(steps), "--sleep", "0.05", "--timed",
                env={"RUNSTREAM_FINISH_TIMEOUT": "120", "RUNSTREAM_DIR": str(tmp_path / "j")})
     srv = None
     try:
         init_s = float(s.wait_line("INIT", 30).split()[1])
         assert init_s < 2.0, f"init took {init_s:.2f}s with the server down"
-        time.sleep(max(0.0, 12 - (time.monotonic() - t_start)))
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
         assert s.proc.poll() is None, "".join(s.output)
-        srv = ServerProcess(["server", "--data-dir", str(tmp_path / "data"), "--grpc-port",
-                             str(port), "--http-port", str(http_port), "--heartbeat-timeout",
-                             "60", "--reaper-tick", "0.2"],
-                            log_path=tmp_path / "server.log").start()
+        srv = ServerProcess(args, log_path=tmp_path / "server.log").start()
         assert srv.grpc.endswith(f":{port}")
         assert s.wait(180) == 0, "".join(s.output)
     finally:
