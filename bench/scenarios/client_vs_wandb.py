@@ -23,6 +23,13 @@ WORKER = Path(__file__).with_name("_cvw_worker.py")
 WORKER_TIMEOUT_S = 300
 INSTALL_TIMEOUT_S = 600
 
+# Before each case the server must be idle: still projecting the previous case's events
+# it would take CPU from the next case, whichever client that is.
+QUIET_CORES = 0.05
+QUIET_WINDOW_S = 0.3
+QUIET_MAX_S = 60.0
+
+
 TITLE = "Client `log()` vs wandb 0.31 offline, same run"
 ABOUT = f"""\
 The issue-3 benchmark: the Runstream client and the anchor **wandb {WANDB_VERSION}** with
@@ -51,6 +58,8 @@ Python process's `ru_maxrss` (MB = 10^6 bytes); **helper RSS MB** = sum of the h
 processes' VmHWM. **wandb ÷ runstream** = per repetition, the wandb case's value over
 the Runstream N-call case's value of the same repetition; the cell is the median (min–max)
 of those ratios. The 100k-step Runstream case measures `finish()` after 100k steps.
+Every case starts once the server is idle (under {QUIET_CORES} cores over {QUIET_WINDOW_S} s):
+the server projecting the previous case's events would take CPU from the next client.
 **runstream offline** is the like-for-like case for wandb offline: `mode="offline"`, the
 run is journaled on the local disk only (no upload helper, no server), as wandb offline
 writes its local file only; its ratios are in the notes under the table."""
@@ -194,12 +203,28 @@ def _worker(ctx, kind: str, calls: int, tag: str, *extra: str) -> dict:
     return json.loads(out.read_text())
 
 
+def _wait_server_quiet(server) -> float:
+    """Wait until the server uses under QUIET_CORES over QUIET_WINDOW_S; returns the wait."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < QUIET_MAX_S:
+        c0 = _proc_cpu_s(server.proc.pid)
+        time.sleep(QUIET_WINDOW_S)
+        if (_proc_cpu_s(server.proc.pid) - c0) / QUIET_WINDOW_S < QUIET_CORES:
+            break
+    return time.monotonic() - t0
+
+
 def run_rep(ctx, state) -> dict:
     p = ctx.params
     server = state["server"]
     url = ["--url", server.grpc]
 
+    def worker(*args) -> dict:
+        _wait_server_quiet(server)
+        return _worker(ctx, *args)
+
     def runstream(calls: int, tag: str) -> dict:
+        _wait_server_quiet(server)
         cpu0 = _proc_cpu_s(server.proc.pid)
         res = _worker(ctx, "runstream", calls, tag, *url)
         res["server_cpu_us_call"] = (_proc_cpu_s(server.proc.pid) - cpu0) / calls * 1e6
@@ -207,9 +232,9 @@ def run_rep(ctx, state) -> dict:
 
     results = {
         RS: runstream(p["calls"], "runstream"),
-        RS_OFF: _worker(ctx, "runstream", p["calls"], "runstream-offline", "--offline", *url),
-        WB: _worker(ctx, "wandb", p["calls"], "wandb"),
-        WB_NOSTATS: _worker(ctx, "wandb", p["calls"], "wandb-nostats", "--disable-stats"),
+        RS_OFF: worker("runstream", p["calls"], "runstream-offline", "--offline", *url),
+        WB: worker("wandb", p["calls"], "wandb"),
+        WB_NOSTATS: worker("wandb", p["calls"], "wandb-nostats", "--disable-stats"),
         _rs_long(ctx): runstream(p["long_calls"], "runstream-long"),
     }
     base = results[RS]
