@@ -8,7 +8,7 @@ PROTO_SRC := $(wildcard protos/runstream/v1/*.proto)
 PROTO_OUT := client
 DATA_DIR ?= ./.runstream
 
-.PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down bench clean
+.PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down browser bench clean
 
 setup: $(STAMP)
 
@@ -48,7 +48,24 @@ kafka-up: setup kafka-libs
 kafka-down: setup
 	$(BIN)/python scripts/kafka.py down
 
-test: setup proto-check lint kafka-libs
+# Debian's Chromium for the browser tests (tests/ui drive it with Playwright). Installed
+# with apt-get only when /usr/bin/chromium is missing: as root, else through sudo.
+CHROMIUM := /usr/bin/chromium
+BROWSER_PKGS := chromium fonts-liberation fonts-dejavu-core
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "make browser: $(CHROMIUM) is missing and installing it needs root:" \
+	  "run 'apt-get install $(BROWSER_PKGS)' as root, or install sudo" >&2; exit 1; fi; \
+	set -x; \
+	$$SUDO apt-get update && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	  $(BROWSER_PKGS) && \
+	test -x $(CHROMIUM)
+
+test: setup proto-check lint kafka-libs browser
 	$(BIN)/python -m pytest tests
 
 bench: setup

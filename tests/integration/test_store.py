@@ -141,7 +141,8 @@ def test_migrate_is_idempotent(client):
     tables = {r[0] for r in client.query(
         "SELECT name FROM system.tables WHERE database = {db:String}",
         parameters={"db": DB}).result_rows}
-    assert tables == {"history_numeric", "history_other", "runs", "schema_migrations"}
+    assert tables == {"history_numeric", "history_other", "runs", "schema_migrations",
+                      "workspaces", "history_series", "history_series_mv"}
 
 
 def test_edited_migration_is_refused(client, tmp_path):
@@ -163,7 +164,8 @@ def test_bad_database_name_is_refused(store_dsn):
 def test_workspace_queries(store):
     states, batch = fold_and_write(store, workspace_log())
     q = Queries(store, DB)
-    assert batch.rows() == {"history_numeric": 1200, "history_other": 600, "runs": 5}
+    assert batch.rows() == {"history_numeric": 1200, "history_other": 600, "workspaces": 0,
+                            "runs": 5}
 
     projects = q.list_projects(None)
     assert [(p["entity"], p["name"], p["run_count"]) for p in projects] == [
@@ -294,7 +296,8 @@ def test_drop_and_replay_gives_identical_answers(store):
     q = Queries(store, DB)
     before = normalized(answers(q))
     dropped = drop_projections(store, DB)
-    assert set(dropped) == {"history_numeric", "history_other", "runs", "schema_migrations"}
+    assert set(dropped) == {"history_numeric", "history_other", "runs", "schema_migrations",
+                            "workspaces", "history_series", "history_series_mv"}
     assert apply_migrations(store, DB) == [p.name for p in migration_files()]
     # Rebuild in several batches with other boundaries than the first time.
     states: dict = {}
@@ -346,7 +349,7 @@ def test_injection_looking_keys_and_values_are_data(store):
     assert q.run_keys(EVIL, EVIL, "r-1") == {"numeric": [EVIL], "other": [EVIL + "o"]}
     tables = store.query("SELECT count() FROM system.tables WHERE database = {db:String}",
                          parameters={"db": DB}).result_rows[0][0]
-    assert tables == 4
+    assert tables == 7   # the migrations' tables and view: nothing dropped
 
 
 # --- downsampling ----------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_run_start_sets_every_field():
                                            "args": ["train.py", "--lr", "1"], "cpu_count": 8}
     assert s.start_time == T0 + 7 and s.last_event_time == T0 + 7
     assert s.last_seq == 1 and s.version == 1 and (s.applied_partition, s.applied_offset) == (0, 0)
-    assert b.rows() == {HISTORY_NUMERIC: 0, HISTORY_OTHER: 0, RUNS: 1}
+    assert b.rows() == {HISTORY_NUMERIC: 0, HISTORY_OTHER: 0, "workspaces": 0, RUNS: 1}
 
 
 def test_run_start_defaults():

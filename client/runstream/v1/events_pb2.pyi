@@ -17,7 +17,7 @@ PRIVACY_PRIVATE: Privacy
 PRIVACY_PUBLIC: Privacy
 
 class Event(_message.Message):
-    __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric", "process_exited")
+    __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric", "process_exited", "workspace_saved")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Event(_message.Message):
     ARTIFACT_LOGGED_FIELD_NUMBER: _ClassVar[int]
     DEFINE_METRIC_FIELD_NUMBER: _ClassVar[int]
     PROCESS_EXITED_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_SAVED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     project: str
     entity: str
@@ -56,7 +57,8 @@ class Event(_message.Message):
     artifact_logged: ArtifactLogged
     define_metric: DefineMetric
     process_exited: ProcessExited
-    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., client_time_us: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., summary_update: _Optional[_Union[SummaryUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., crashed: _Optional[_Union[Crashed, _Mapping]] = ..., run_patch: _Optional[_Union[RunPatch, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., stop_requested: _Optional[_Union[StopRequested, _Mapping]] = ..., artifact_logged: _Optional[_Union[ArtifactLogged, _Mapping]] = ..., define_metric: _Optional[_Union[DefineMetric, _Mapping]] = ..., process_exited: _Optional[_Union[ProcessExited, _Mapping]] = ...) -> None: ...
+    workspace_saved: WorkspaceSaved
+    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., client_time_us: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., summary_update: _Optional[_Union[SummaryUpdate, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., crashed: _Optional[_Union[Crashed, _Mapping]] = ..., run_patch: _Optional[_Union[RunPatch, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., stop_requested: _Optional[_Union[StopRequested, _Mapping]] = ..., artifact_logged: _Optional[_Union[ArtifactLogged, _Mapping]] = ..., define_metric: _Optional[_Union[DefineMetric, _Mapping]] = ..., process_exited: _Optional[_Union[ProcessExited, _Mapping]] = ..., workspace_saved: _Optional[_Union[WorkspaceSaved, _Mapping]] = ...) -> None: ...
 
 class JsonValue(_message.Message):
     __slots__ = ("json",)
@@ -273,6 +275,14 @@ class RunPatch(_message.Message):
 class Delete(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class WorkspaceSaved(_message.Message):
+    __slots__ = ("user", "state_json")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    state_json: str
+    def __init__(self, user: _Optional[str] = ..., state_json: _Optional[str] = ...) -> None: ...
 
 class StopRequested(_message.Message):
     __slots__ = ("requested_by",)

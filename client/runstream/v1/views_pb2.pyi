@@ -15,7 +15,7 @@ class LogRecordView(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[EventView, _Mapping]]] = ..., server_time_us: _Optional[int] = ...) -> None: ...
 
 class EventView(_message.Message):
-    __slots__ = ("run_id", "project", "entity", "seq", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric", "process_exited")
+    __slots__ = ("run_id", "project", "entity", "seq", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric", "process_exited", "workspace_saved")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class EventView(_message.Message):
     ARTIFACT_LOGGED_FIELD_NUMBER: _ClassVar[int]
     DEFINE_METRIC_FIELD_NUMBER: _ClassVar[int]
     PROCESS_EXITED_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_SAVED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     project: str
     entity: str
@@ -52,7 +53,8 @@ class EventView(_message.Message):
     artifact_logged: bytes
     define_metric: bytes
     process_exited: bytes
-    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[bytes] = ..., log: _Optional[bytes] = ..., config_update: _Optional[bytes] = ..., summary_update: _Optional[bytes] = ..., heartbeat: _Optional[bytes] = ..., finish: _Optional[bytes] = ..., crashed: _Optional[_Union[CrashedView, _Mapping]] = ..., run_patch: _Optional[bytes] = ..., delete: _Optional[bytes] = ..., stop_requested: _Optional[bytes] = ..., artifact_logged: _Optional[bytes] = ..., define_metric: _Optional[bytes] = ..., process_exited: _Optional[bytes] = ...) -> None: ...
+    workspace_saved: bytes
+    def __init__(self, run_id: _Optional[str] = ..., project: _Optional[str] = ..., entity: _Optional[str] = ..., seq: _Optional[int] = ..., server_time_us: _Optional[int] = ..., run_start: _Optional[bytes] = ..., log: _Optional[bytes] = ..., config_update: _Optional[bytes] = ..., summary_update: _Optional[bytes] = ..., heartbeat: _Optional[bytes] = ..., finish: _Optional[bytes] = ..., crashed: _Optional[_Union[CrashedView, _Mapping]] = ..., run_patch: _Optional[bytes] = ..., delete: _Optional[bytes] = ..., stop_requested: _Optional[bytes] = ..., artifact_logged: _Optional[bytes] = ..., define_metric: _Optional[bytes] = ..., process_exited: _Optional[bytes] = ..., workspace_saved: _Optional[bytes] = ...) -> None: ...
 
 class CrashedView(_message.Message):
     __slots__ = ("after_seq",)

@@ -34,5 +34,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if value and type(value[0]) is float:
+            try:
+                if all(map(math.isfinite, value)):   # a chart's numbers: checked in C
+                    return value
+            except (TypeError, OverflowError):       # not all (float-sized) numbers
+                pass
         return [jsonable(v) for v in value]
     return value

@@ -2,14 +2,26 @@
 
 Routes (JSON):
   GET    /healthz
-  GET    /api/v1/projects[?entity=]
-  GET    /api/v1/projects/{entity}/{project}/runs
-           ?state=&tag=&name=&config.<key>=<json>&sort=&desc=&limit=&offset=
+  GET    /api/v1/projects[?entity=&q=]
+  GET    /api/v1/projects/{entity}/{project}/runs?<filters>&sort=&desc=&limit=&offset=
+  GET    /api/v1/projects/{entity}/{project}/columns?prefix=&limit=
+  GET    /api/v1/projects/{entity}/{project}/keys?prefix=&limit=
+  GET    /api/v1/projects/{entity}/{project}/history?runs=a,b&keys=x,y&buckets=&min_step=&max_step=
+  GET    /api/v1/projects/{entity}/{project}/bands?key=&group_by=config.<key>&buckets=&<filters>
   GET    /api/v1/runs/{entity}/{project}/{run_id}
+  GET    /api/v1/runs/{entity}/{project}/{run_id}/keys
   GET    /api/v1/runs/{entity}/{project}/{run_id}/history?keys=a,b&buckets=&min_step=&max_step=
+<filters> (api/run_filter.py): state=, tag= (repeatable), name=, name_regex=, user=
+(repeatable), config.<key>=<json>, summary.<key>=<lo>..<hi>, hidden=0|1. The project
+reads answer 404 for a project without runs, and 400 for a query parameter they do not
+know (a typo never silently widens a selection). Shapes: docs/api.md.
   PATCH  /api/v1/runs/{entity}/{project}/{run_id}        {name, notes, tags, privacy, hidden, color}
   DELETE /api/v1/runs/{entity}/{project}/{run_id}
   POST   /api/v1/runs/{entity}/{project}/{run_id}/stop   [{requested_by}]
+  GET    /api/v1/projects/{entity}/{project}/workspace?user=   (api/workspaces.py)
+  PUT    /api/v1/projects/{entity}/{project}/workspace        {user, state}
+  GET    /api/v1/projects/{entity}/{project}/live?since_us=   Server-Sent Events (api/live.py)
+  GET    /api/v1/live                                         open live streams per project
 Changes answer 202 {"accepted": {...the appended server event...}} once the event is in
 the event log; reads show them within about one projector batch (``api/mutations.py``).
 Errors: {"error": {"code", "message"}} with 400 INVALID_ARGUMENT, 404 NOT_FOUND,
@@ -24,18 +36,24 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from .. import web as web_ui
 from ..common import status
 from ..common.errors import PermanentError
 from ..common.status import TRANSLATED
+from . import run_filter
+from .chart_queries import MAX_CHART_BUCKETS
 from .convert import jsonable
-from .mutations import Mutations, patch_from_json
+from .live import LiveUpdates
+from .mutations import Mutations, patch_from_json, validate_project
 from .queries import Queries
 from .store_access import StoreAccess
+from .workspaces import WorkspaceQueries, workspace_from_json
 
-_INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>Runstream</title></head>
-<body><h1>Runstream</h1><p>The server is running. JSON API:
-<a href="/api/v1/projects">/api/v1/projects</a>. The web workspace is on its way.</p>
-</body></html>"""
+_WORKSPACE = "/api/v1/projects/{entity}/{project}/workspace"
+_PROJECT = "/api/v1/projects/{entity}/{project}"
+_RUNS_PARAMS = frozenset({"sort", "desc", "limit", "offset"})
+_BANDS_PARAMS = frozenset({"key", "group_by", "buckets", "min_step", "max_step"})
+DEFAULT_CHART_BUCKETS = 1500     # about one point per pixel of a wide chart
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -45,6 +63,26 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return _json({"error": {"code": code, "message": message}}, status)
+
+
+def _known_params(q, allowed: set[str] | frozenset[str]) -> None:
+    unknown = sorted(set(q) - set(allowed))
+    if unknown:
+        raise PermanentError(f"unknown query parameters {unknown}; this endpoint takes "
+                             f"{sorted(allowed)}")
+
+
+def _bool(q, name: str) -> bool:
+    raw = q.get(name, "")
+    if raw not in ("", "0", "1", "true", "false"):
+        raise PermanentError(f"query parameter {name}={raw!r}: use 0 or 1")
+    return raw in ("1", "true")
+
+
+def _names(q, name: str, literal: str = "") -> list[str]:
+    """Comma-separated ``name`` values, plus repeated ``literal`` ones taken whole."""
+    out = [v for raw in q.getall(name, []) for v in raw.split(",") if v]
+    return out + ([v for v in q.getall(literal, []) if v] if literal else [])
 
 
 def _int(q, name: str, default: int, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -69,16 +107,27 @@ class HttpApi:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
-        app.router.add_get("/", self.index)
+        web_ui.add_routes(app)   # GET / and GET /static/... (web/)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/api/v1/projects", self.projects)
         app.router.add_get("/api/v1/projects/{entity}/{project}/runs", self.runs)
         app.router.add_get("/api/v1/runs/{entity}/{project}/{run_id}", self.run)
         app.router.add_get("/api/v1/runs/{entity}/{project}/{run_id}/history", self.history)
+        app.router.add_get("/api/v1/runs/{entity}/{project}/{run_id}/keys", self.run_keys)
+        app.router.add_get(_PROJECT + "/columns", self.columns)
+        app.router.add_get(_PROJECT + "/keys", self.project_keys)
+        app.router.add_get(_PROJECT + "/history", self.project_history)
+        app.router.add_get(_PROJECT + "/bands", self.bands)
         if self._m is not None:
             app.router.add_patch("/api/v1/runs/{entity}/{project}/{run_id}", self.update_run)
             app.router.add_delete("/api/v1/runs/{entity}/{project}/{run_id}", self.delete_run)
             app.router.add_post("/api/v1/runs/{entity}/{project}/{run_id}/stop", self.stop_run)
+        # Saved workspaces (api/workspaces.py).
+        app.router.add_get(_WORKSPACE, self.get_workspace)
+        if self._m is not None:
+            app.router.add_put(_WORKSPACE, self.put_workspace)
+        # Live updates (SSE) and their registry; streams end on app shutdown (api/live.py).
+        LiveUpdates(self._store).install(app)
         return app
 
     @web.middleware
@@ -89,34 +138,71 @@ class HttpApi:
             code, http_status = status.translate(e)
             return _error(http_status, code.name, str(e))
 
-    async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text=_INDEX, content_type="text/html")
-
     async def health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
     async def projects(self, request: web.Request) -> web.Response:
-        entity = request.query.get("entity") or None
-        rows = await self._store.call(self._q.list_projects, entity)
+        q = request.query
+        _known_params(q, {"entity", "q"})
+        rows = await self._store.call(self._q.list_projects, q.get("entity") or None,
+                                      q.get("q", ""))
         return _json({"projects": rows})
 
     async def runs(self, request: web.Request) -> web.Response:
-        q = request.query
-        config = []
-        for k, v in q.items():
-            if k.startswith("config."):
-                try:
-                    json.loads(v)
-                except ValueError:
-                    raise PermanentError(f"{k} must be a JSON value, got {v!r}") from None
-                config.append((k[len("config."):], v))
-        flt = {"states": q.getall("state", []), "tags": q.getall("tag", []),
-               "name_contains": q.get("name", ""), "config": config}
+        q, m = request.query, request.match_info
+        flt = run_filter.from_query(q, _RUNS_PARAMS)
         rows, total = await self._store.call(
-            self._q.list_runs, request.match_info["entity"], request.match_info["project"], flt,
-            q.get("sort", "created_at"), q.get("desc", "") in ("1", "true"),
-            _int(q, "limit", 0, 0, 1000), _int(q, "offset", 0))
+            self._q.list_runs, m["entity"], m["project"], flt, q.get("sort", "created_at"),
+            _bool(q, "desc"), _int(q, "limit", 0, 0, 1000), _int(q, "offset", 0), True)
         return _json({"runs": rows, "total": total})
+
+    async def columns(self, request: web.Request) -> web.Response:
+        q, m = request.query, request.match_info
+        _known_params(q, {"prefix", "limit"})
+        out = await self._store.call(self._q.columns, m["entity"], m["project"],
+                                     q.get("prefix", ""), _int(q, "limit", 200, 1, 5000))
+        return _json(out)
+
+    async def project_keys(self, request: web.Request) -> web.Response:
+        q, m = request.query, request.match_info
+        _known_params(q, {"prefix", "limit"})
+        out = await self._store.call(self._q.project_keys, m["entity"], m["project"],
+                                     q.get("prefix", ""), _int(q, "limit", 1000, 1, 5000))
+        return _json(out)
+
+    async def project_history(self, request: web.Request) -> web.Response:
+        q, m = request.query, request.match_info
+        _known_params(q, {"runs", "keys", "key", "buckets", "min_step", "max_step"})
+        runs, keys = _names(q, "runs"), _names(q, "keys", "key")
+        if not runs or not keys:
+            raise PermanentError("runs=<id>,<id> and keys=<key>,<key> are required "
+                                 "(key=<key> for a key holding a comma)")
+        text = await self._store.call(
+            self._q.project_history_json, m["entity"], m["project"], runs, keys,
+            _int(q, "buckets", DEFAULT_CHART_BUCKETS, 1, MAX_CHART_BUCKETS),
+            _int(q, "min_step", 0), _int(q, "max_step", 0))
+        return web.Response(text=text, content_type="application/json")  # JSON made by the store
+
+    async def bands(self, request: web.Request) -> web.Response:
+        q, m = request.query, request.match_info
+        flt = run_filter.from_query(q, _BANDS_PARAMS)
+        key = q.get("key", "")
+        if not key:
+            raise PermanentError("key=<metric> is required")
+        group_by = q.get("group_by", "")
+        if group_by and not group_by.startswith("config."):
+            raise PermanentError(f"group_by={group_by!r}: use config.<key> (or leave it out)")
+        out = await self._store.call(
+            self._q.bands, m["entity"], m["project"], key, group_by[len("config."):], flt,
+            _int(q, "buckets", DEFAULT_CHART_BUCKETS, 1, MAX_CHART_BUCKETS),
+            _int(q, "min_step", 0), _int(q, "max_step", 0))
+        return _json(out)
+
+    async def run_keys(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        _known_params(request.query, set())
+        out = await self._store.call(self._q.run_keys, m["entity"], m["project"], m["run_id"])
+        return _json(out)
 
     async def run(self, request: web.Request) -> web.Response:
         m = request.match_info
@@ -170,4 +256,37 @@ class HttpApi:
             raise PermanentError("requested_by must be a string")
         ev = await self._m.stop(m["entity"], m["project"], m["run_id"], who,
                                 default_requester="web")
+        return self._accepted(ev)
+
+    # --- saved workspaces (api/workspaces.py) ------------------------------------------
+
+    async def get_workspace(self, request: web.Request) -> web.Response:
+        """``{"user", "state", "updated_us"}``; ``{}`` and 0 when never saved."""
+        m = request.match_info
+        validate_project(m["entity"], m["project"])
+        if "user" not in request.query:
+            raise PermanentError("query parameter user is required")
+        reader = WorkspaceQueries(self._store.client, self._store.database)
+        ws = await self._store.call(reader.get, m["entity"], m["project"],
+                                    request.query["user"])
+        # Not _json: a saved state holds no NaN, and may be nested deeper than jsonable goes.
+        return web.Response(text=json.dumps(ws, ensure_ascii=False),
+                            content_type="application/json")
+
+    async def put_workspace(self, request: web.Request) -> web.Response:
+        """``{"user", "state"}`` → 202 once the WorkspaceSaved event is in the event log."""
+        m = request.match_info
+        try:
+            text = await request.text()
+        except web.HTTPRequestEntityTooLarge:
+            raise PermanentError("the body is too large: the state is limited to 256 KiB "
+                                 "as JSON") from None
+        if not text.strip():
+            raise PermanentError('a JSON body {"user": "...", "state": {...}} is required')
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError):
+            raise PermanentError("the body is not valid JSON (or is nested too deeply)") from None
+        user, state = workspace_from_json(body)
+        ev = await self._m.save_workspace(m["entity"], m["project"], user, state)
         return self._accepted(ev)

@@ -1,4 +1,5 @@
-"""Changes to runs (rename, notes, tags, privacy, hide, colour, delete, stop).
+"""Changes to runs (rename, notes, tags, privacy, hide, colour, delete, stop), and saved
+workspaces.
 
 The api never writes run state: a change is validated (``PermanentError`` for bad input,
 nothing appended), checked against the projected state (``NotFoundError`` for an unknown
@@ -12,6 +13,10 @@ tails it and pushes ``Control.stop_run`` to the streams carrying the run, which 
 the request reaches the running script within a second or two. The event-log record is
 appended first, so the client's Finish (its answer to the stop) always follows the
 ``StopRequested`` in the run's partition and the fold ends the run ``killed``.
+
+A workspace save (``save_workspace``, see ``api/workspaces.py``) is checked the same way
+(no store lookup: a project's workspace may be saved before its first run) and appended
+as ``WorkspaceSaved`` (seq 0, empty run id, key ``<entity>/<project>/workspace``).
 
 The pure parts (``validate_*``, ``patch_from_json``) are used by both the gRPC Runs
 service and the HTTP API.
@@ -30,6 +35,7 @@ from ..common.errors import ConflictError, PermanentError
 from ..eventlog import EventLog
 from .queries import Queries
 from .store_access import StoreAccess
+from .workspaces import state_to_json, validate_user, workspace_key
 
 MAX_NAME_CHARS = 128
 MAX_NOTES_CHARS = 64 * 1024
@@ -47,6 +53,11 @@ def validate_identity(entity: str, project: str, run_id: str) -> None:
     if not limits.RUN_ID_RE.match(run_id or ""):
         raise PermanentError(f"run_id {run_id[:200]!r} must be 1-128 characters of "
                              "A-Z a-z 0-9 _ . -")
+    validate_project(entity, project)
+
+
+def validate_project(entity: str, project: str) -> None:
+    """Entity and project names as the gateway accepts them (``PermanentError`` if not)."""
     for what, value in (("entity", entity), ("project", project)):
         if not value:
             raise PermanentError(f"{what} is empty")
@@ -155,11 +166,12 @@ def validate_requested_by(requested_by: str, default: str) -> str:
     return _single_line("requested_by", requested_by, MAX_REQUESTED_BY_CHARS)
 
 
-def server_record(event: events_pb2.Event, writer: str) -> tuple[bytes, bytes]:
-    """The (key, value) event-log record of one server event."""
+def server_record(event: events_pb2.Event, writer: str,
+                  key: str | None = None) -> tuple[bytes, bytes]:
+    """The (key, value) event-log record of one server event (key: the run id by default)."""
     rec = events_pb2.LogRecord(events=[event], server_time_us=event.server_time_us,
                                gateway=writer)
-    return event.run_id.encode(), rec.SerializeToString()
+    return (event.run_id if key is None else key).encode(), rec.SerializeToString()
 
 
 class Mutations:
@@ -211,4 +223,22 @@ class Mutations:
         await self._append(ev)              # the record first: see the module docstring
         if self._control is not None:
             await self._control.append([server_record(ev, self._writer)])
+        return ev
+
+    async def save_workspace(self, entity: str, project: str, user: str,
+                             state: Any) -> events_pb2.Event:
+        """Append ``WorkspaceSaved`` for ``user``'s workspace of ``entity/project``.
+
+        ``state`` is a JSON object (``api/workspaces.py`` has the limits); returns the
+        appended event once the log holds it. Raises ``PermanentError`` for bad input.
+        """
+        validate_project(entity, project)
+        user = validate_user(user)
+        state_json = state_to_json(state)
+        ev = events_pb2.Event(run_id="", project=project, entity=entity, seq=0,
+                              server_time_us=now_us())
+        ev.workspace_saved.user = user
+        ev.workspace_saved.state_json = state_json
+        await self._log.append([server_record(ev, self._writer,
+                                              key=workspace_key(entity, project))])
         return ev

@@ -15,7 +15,15 @@ Sorting (``list_runs``): ``created_at`` (start time), ``name`` (case-insensitive
 ``summary.<key>`` (numeric summary; a non-numeric summary value sorts after numbers by
 its JSON text), ``config.<key>`` (numbers numerically, then other JSON by text). Runs
 missing the key (or whose summary value is NaN) sort last in both directions; ties break
-by run id, so pages are stable.
+by run id, so pages are stable. ``user`` sorts by the author; runs without one sort last.
+
+Run filters (``list_runs``, ``bands``) are ``run_filter.RunFilter``s: their SQL conditions
+live in ``run_filter.py`` under the same rule. The workspace's chart reads (many runs ×
+keys, group bands) are in ``chart_queries.py``, a part of ``Queries``.
+
+Workspace reads scoped to a project (``require_project=True``, ``columns``,
+``project_keys``, ``project_history``, ``bands``) raise ``NotFoundError`` for a project
+without any (not deleted) run; the check runs only when an answer came back empty.
 """
 
 from __future__ import annotations
@@ -27,15 +35,21 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.errors import NotFoundError, PermanentError, RunstreamError
-from ..projector.processor import canonical_json
 from ..store.client import classify, validate_database
+from .chart_queries import ChartQueries
+from .run_filter import USER_SQL, RunFilter
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_BUCKETS = 100_000
 MAX_PAGE_POINTS = 1_000_000
 MAX_KEY_CHARS = 256
-_SORT_RE = re.compile(r"^(created_at|name|state|duration|summary\.(.+)|config\.(.+))$", re.DOTALL)
+MAX_NAME_LIMIT = 5000        # config/summary keys or metric names per chooser answer
+MAX_PREFIX_CHARS = 256
+_SORT_RE = re.compile(r"^(created_at|name|state|duration|user|summary\.(.+)|config\.(.+))$",
+                      re.DOTALL)
+_REGEX_ERROR = 427           # ClickHouse CANNOT_COMPILE_REGEXP
+_RE2_DETAIL = re.compile(r"cannot compile re2: .*?, error: (.*?)(?:\. Look at|$)", re.DOTALL)
 
 # RunView fields, selected from the runs table (times as µs).
 _RUN_VIEW_COLUMNS = (
@@ -50,12 +64,14 @@ _RUN_VIEW_COLUMNS = (
 
 _DURATION = ("if(toUnixTimestamp64Micro(end_time) > 0, toUnixTimestamp64Micro(end_time), "
              "toUnixTimestamp64Micro(last_event_time)) - toUnixTimestamp64Micro(start_time)")
+_RUN_VIEW_COLUMNS += f", {USER_SQL} AS user, {_DURATION} AS duration_us"
 
 # ORDER BY templates; {d} is ASC or DESC. Only these fixed texts reach SQL.
 _ORDER = {
     "created_at": "start_time {d}",
     "name": "lowerUTF8(name) {d}, name {d}",
     "state": "state {d}",
+    "user": f"{USER_SQL} = '' ASC, {USER_SQL} {{d}}",
     "duration": f"({_DURATION}) {{d}}",
     "summary": ("(NOT mapContains(summary, {sort_key:String}) "
                 "OR isNaN(summary[{sort_key:String}])) "
@@ -70,7 +86,7 @@ _ORDER = {
 }
 
 
-class Queries:
+class Queries(ChartQueries):
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.db = validate_database(database)
@@ -83,7 +99,7 @@ class Queries:
         except RunstreamError:
             raise
         except Exception as e:
-            raise classify(e, what) from e
+            raise _classify(e, what, parameters) from e
 
     @staticmethod
     def _run_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -96,13 +112,22 @@ class Queries:
 
     # --- projects --------------------------------------------------------------------
 
-    def list_projects(self, entity: str | None) -> list[dict[str, Any]]:
-        """Projects with at least one (not deleted) run; all entities when ``entity`` is empty."""
+    def list_projects(self, entity: str | None,
+                      name_contains: str = "") -> list[dict[str, Any]]:
+        """Projects with at least one (not deleted) run; all entities when ``entity`` is empty.
+
+        ``name_contains``: only projects whose name holds it (case-insensitive).
+        """
         where = "deleted = 0"
         params: dict[str, Any] = {}
         if entity:
             where += " AND entity = {entity:String}"
             params["entity"] = entity
+        if name_contains:
+            if len(name_contains) > MAX_PREFIX_CHARS:
+                raise PermanentError(f"q longer than {MAX_PREFIX_CHARS} characters")
+            where += " AND positionCaseInsensitiveUTF8(project, {q:String}) > 0"
+            params["q"] = name_contains
         res = self._query(
             "SELECT entity, project, count() AS run_count, "
             "max(toUnixTimestamp64Micro(last_event_time)) AS last_event_time_us "
@@ -113,17 +138,32 @@ class Queries:
                  "last_event_time_us": int(r["last_event_time_us"])}
                 for r in res.named_results()]
 
+    def project_exists(self, entity: str, project: str) -> bool:
+        """Whether the project has at least one (not deleted) run."""
+        res = self._query(
+            f"SELECT 1 FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
+            "AND project = {project:String} AND deleted = 0 LIMIT 1",
+            {"entity": entity, "project": project}, "looking up a project")
+        return bool(res.result_rows)
+
+    def _require_project(self, entity: str, project: str) -> None:
+        if not self.project_exists(entity, project):
+            raise NotFoundError(f"project {entity}/{project} not found: it has no runs")
+
     # --- runs ------------------------------------------------------------------------
 
-    def list_runs(self, entity: str, project: str, filter: dict[str, Any] | None,
-                  sort_by: str, descending: bool, limit: int,
-                  offset: int) -> tuple[list[dict[str, Any]], int]:
+    def list_runs(self, entity: str, project: str,
+                  filter: RunFilter | dict[str, Any] | None, sort_by: str, descending: bool,
+                  limit: int, offset: int,
+                  require_project: bool = False) -> tuple[list[dict[str, Any]], int]:
         """One page of the runs of a project, and the number of runs matching ``filter``.
 
-        ``filter``: ``states`` (any of), ``tags`` (all of), ``name_contains``
-        (case-insensitive substring), ``config`` (list of ``(key, json)``: equal values).
+        ``filter``: a ``RunFilter`` or a dict of its fields (see ``run_filter.py``). One
+        query answers both (the total is a window count); a page past the end costs a
+        second one. ``require_project``: ``NotFoundError`` instead of an empty answer for
+        a project without runs.
         """
-        flt = filter or {}
+        flt = RunFilter.of(filter)
         limit = int(limit or 0) or DEFAULT_LIMIT
         offset = int(offset or 0)
         if not 1 <= limit <= MAX_LIMIT:
@@ -134,26 +174,10 @@ class Queries:
         m = _SORT_RE.fullmatch(sort_by or "created_at")
         if not m:
             raise PermanentError(f"cannot sort by {sort_by!r}: use created_at, name, state, "
-                                 "duration, summary.<key> or config.<key>")
+                                 "duration, user, summary.<key> or config.<key>")
         params: dict[str, Any] = {"entity": entity, "project": project}
-        where = ["entity = {entity:String}", "project = {project:String}", "deleted = 0"]
-        unknown = set(flt) - {"states", "tags", "name_contains", "config"}
-        if unknown:
-            raise PermanentError(f"unknown filter fields {sorted(unknown)}")
-        if flt.get("states"):
-            where.append("state IN {states:Array(String)}")
-            params["states"] = [str(s) for s in flt["states"]]
-        if flt.get("tags"):
-            where.append("hasAll(tags, {tags:Array(String)})")
-            params["tags"] = [str(t) for t in flt["tags"]]
-        if flt.get("name_contains"):
-            where.append("positionCaseInsensitiveUTF8(name, {name_contains:String}) > 0")
-            params["name_contains"] = str(flt["name_contains"])
-        for i, pair in enumerate(flt.get("config") or ()):
-            key, value = pair
-            where.append(f"config[{{ck{i}:String}}] = {{cv{i}:String}}")
-            params[f"ck{i}"] = str(key)
-            params[f"cv{i}"] = canonical_json(str(value))
+        where = ["entity = {entity:String}", "project = {project:String}", "deleted = 0",
+                 *flt.where(params)]
         where_sql = " AND ".join(where)
 
         kind = m.group(1)
@@ -169,13 +193,22 @@ class Queries:
             page_params["sort_key"] = sort_key
 
         res = self._query(
-            f"SELECT {_RUN_VIEW_COLUMNS} FROM {self.db}.runs FINAL WHERE {where_sql} "
+            f"SELECT {_RUN_VIEW_COLUMNS}, count() OVER () AS matching "
+            f"FROM {self.db}.runs FINAL WHERE {where_sql} "
             f"ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}",
             page_params, "listing runs")
         runs = [self._run_view(r) for r in res.named_results()]
-        total = self._query(f"SELECT count() FROM {self.db}.runs FINAL WHERE {where_sql}",
-                            params, "counting runs").result_rows[0][0]
-        return runs, int(total)
+        if runs:
+            total = int(runs[0]["matching"])
+            for r in runs:
+                del r["matching"]
+        else:
+            total = int(self._query(
+                f"SELECT count() FROM {self.db}.runs FINAL WHERE {where_sql}",
+                params, "counting runs").result_rows[0][0])
+        if total == 0 and require_project:
+            self._require_project(entity, project)
+        return runs, total
 
     def get_run(self, entity: str, project: str, run_id: str) -> dict[str, Any]:
         """One run as a RunView dict; ``NotFoundError`` if it does not exist or was deleted."""
@@ -190,17 +223,65 @@ class Queries:
         return self._run_view(rows[0])
 
     def run_keys(self, entity: str, project: str, run_id: str) -> dict[str, list[str]]:
-        """The history keys of a run: ``{"numeric": [...], "other": [...]}``, sorted."""
+        """The history keys of a run: ``{"numeric": [...], "other": [...]}``, sorted.
+
+        Numeric keys come from ``history_series`` (one row per key), other keys from a
+        scan of the run's non-numeric history (usually small).
+        """
         self.get_run(entity, project, run_id)
         params = {"entity": entity, "project": project, "run_id": run_id}
         out = {}
-        for name, table in (("numeric", "history_numeric"), ("other", "history_other")):
+        for name, table in (("numeric", "history_series"), ("other", "history_other")):
             res = self._query(
                 f"SELECT DISTINCT key FROM {self.db}.{table} WHERE entity = {{entity:String}} "
                 "AND project = {project:String} AND run_id = {run_id:String} ORDER BY key",
                 params, "listing history keys")
             out[name] = [r[0] for r in res.result_rows]
         return out
+
+    # --- workspace choosers ----------------------------------------------------------
+
+    def columns(self, entity: str, project: str, prefix: str,
+                limit: int) -> dict[str, Any]:
+        """Config and summary keys of the project's runs: ``{"config", "summary",
+        "truncated"}``.
+
+        Distinct keys over every (not deleted) run, those starting with ``prefix``
+        (case-sensitive), sorted, at most ``limit`` (1..5000) of each; ``summary`` holds
+        numeric and other summary keys. ``truncated``: either list was cut.
+        """
+        _check_prefix_limit(prefix, limit)
+        params = {"entity": entity, "project": project, "prefix": prefix}
+        # One scan of the runs; the distinct keys that match are few enough to sort here.
+        config, summary = self._query(
+            "SELECT groupUniqArrayArray(arrayFilter(k -> startsWith(k, {prefix:String}), "
+            "mapKeys(config))), groupUniqArrayArray(arrayFilter(k -> startsWith(k, "
+            "{prefix:String}), arrayConcat(mapKeys(summary), mapKeys(summary_other)))) "
+            f"FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
+            "AND project = {project:String} AND deleted = 0",
+            params, "listing config and summary keys").result_rows[0]
+        if not config and not summary:
+            self._require_project(entity, project)
+        return {"config": sorted(config)[:limit], "summary": sorted(summary)[:limit],
+                "truncated": len(config) > limit or len(summary) > limit}
+
+    def project_keys(self, entity: str, project: str, prefix: str,
+                     limit: int) -> dict[str, Any]:
+        """Numeric history keys of the project's (not deleted) runs: ``{"keys",
+        "truncated"}``, sorted, starting with ``prefix``, at most ``limit`` (1..5000)."""
+        _check_prefix_limit(prefix, limit)
+        params = {"entity": entity, "project": project, "prefix": prefix, "n": limit + 1}
+        res = self._query(
+            f"SELECT DISTINCT key FROM {self.db}.history_series "
+            "WHERE entity = {entity:String} AND project = {project:String} "
+            "AND startsWith(key, {prefix:String}) AND run_id NOT IN ("
+            f"SELECT run_id FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
+            "AND project = {project:String} AND deleted = 1) "
+            "ORDER BY key LIMIT {n:UInt32}", params, "listing metric names")
+        keys = [r[0] for r in res.result_rows]
+        if not keys:
+            self._require_project(entity, project)
+        return {"keys": keys[:limit], "truncated": len(keys) > limit}
 
     # --- history ---------------------------------------------------------------------
 
@@ -362,7 +443,7 @@ class Queries:
         try:
             tbl = self.client.query_arrow(sql, parameters=parameters)
         except Exception as e:
-            raise classify(e, what) from e
+            raise _classify(e, what, parameters) from e
         out: dict[str, np.ndarray] = {}
         for name in tbl.column_names:
             col = tbl.column(name)
@@ -370,6 +451,24 @@ class Queries:
                 col = col.cast(col.type.value_type)
             out[name] = col.to_numpy()
         return out
+
+def _check_prefix_limit(prefix: str, limit: int) -> None:
+    if len(prefix) > MAX_PREFIX_CHARS:
+        raise PermanentError(f"prefix longer than {MAX_PREFIX_CHARS} characters")
+    if not 1 <= int(limit) <= MAX_NAME_LIMIT:
+        raise PermanentError(f"limit must be 1..{MAX_NAME_LIMIT}, got {limit}")
+
+
+def _classify(exc: BaseException, what: str, parameters: dict[str, Any]) -> RunstreamError:
+    """``store.client.classify``, plus a clear message for a regex the engine refused."""
+    text = str(exc)
+    if f"Code: {_REGEX_ERROR}." in text and "f_regex" in parameters:
+        m = _RE2_DETAIL.search(text)
+        detail = m.group(1) if m else "it does not compile"
+        return PermanentError(f"name_regex {parameters['f_regex']!r} is not a valid RE2 "
+                              f"regular expression: {detail}")
+    return classify(exc, what)
+
 
 def _empty_series(key: str) -> dict[str, Any]:
     return {"key": key, "step": [], "value": [], "min": [], "max": [], "time_us": [],

@@ -12,8 +12,8 @@ from ..common.errors import PermanentError
 # define_metric's summary mode: known modes are short; unknown ones are kept (and count
 # as "last") so that a newer client's modes are not refused, but not at any length.
 MAX_SUMMARY_MODE_CHARS = 64
-# Bodies only the server may create.
-_SERVER_ONLY = frozenset({"crashed"})
+# Bodies only the server may create (the reaper's Crashed; the api's WorkspaceSaved).
+_SERVER_ONLY = frozenset({"crashed", "workspace_saved"})
 
 
 class InvalidEvent(PermanentError):

@@ -3,7 +3,8 @@
 Everything here is a deterministic function of (the run states before, the record bytes,
 the record's log position). Replaying the same log over the same starting states gives
 the same rows, and replaying a log over states that already contain it gives no rows at
-all. The projector loop around it does the I/O (consume, load states, insert, commit).
+all (workspace saves excepted: they have no state; see "Workspaces"). The projector loop
+around it does the I/O (consume, load states, insert, commit).
 
 Inputs
     A record is a ``LogRecord``: the events of one ingest request of one run, plus the
@@ -20,13 +21,16 @@ The caller must pre-load states
 
 Rules, in the order they are checked for each event (invariants 2 and 4 of DESIGN.md):
 
-1. Identity: an event with an empty run_id, project or entity is ignored (``invalid``).
+1. Identity: an event with an empty run_id, project or entity is ignored (``invalid``),
+   except a ``workspace_saved`` with an empty run_id (see "Workspaces": it belongs to no
+   run, and none of the rules below apply to it).
 2. Position: if the run's state says it already applied a record at a position
    ``(partition, offset) >= `` this one (same partition), every event of this record for
    that run is skipped (``replayed``). Replaying the log over existing tables therefore
    changes nothing. Positions of different partitions are not compared (the partition
    count of a topic never changes in a deployment; see docs).
-3. Client events (``seq > 0``), any body but ``crashed``:
+3. Client events (``seq > 0``), any body but ``crashed`` and ``workspace_saved`` (those
+   are skipped as ``invalid``):
    - ``seq <= last_seq``: a duplicate or a late arrival; skipped entirely: no history
      rows, no state change (``duplicates``). Per-run order is the client's seq order,
      and the log preserves it, so an event that comes after a higher seq was applied
@@ -54,7 +58,8 @@ Rules, in the order they are checked for each event (invariants 2 and 4 of DESIG
    - ``run_patch``, ``delete`` and ``stop_requested`` always apply (UI/API actions made
      by the server; they also apply with ``seq > 0`` when a client sends them).
    - They never create a run: for a run without a state they are skipped (``orphans``).
-   - Other bodies with seq 0 are invalid and skipped.
+   - Other bodies with seq 0 (``workspace_saved`` with a run id included) are invalid
+     and skipped.
    Server events do not touch ``last_seq`` or ``last_event_time`` (they are not run
    activity).
 5. Every applied event (client or server) sets the run's applied position to this
@@ -123,6 +128,17 @@ Summary modes
       request for a run that is not running changes nothing (but is applied, so
       position and version advance). run_start clears a pending request.
 
+Workspaces
+    ``workspace_saved`` (made by the api: seq 0, empty run_id, entity and project set,
+    log key ``<entity>/<project>/workspace``) is one ``workspaces`` row: entity, project,
+    ``user``, ``state_json`` as saved, ``updated_time`` = server time, and the record's
+    position (``log_partition``, ``log_offset``; the offset is the table's version). It
+    creates and touches no run, has no state and no seq rules: every save of a
+    project's workspaces is in the key's one partition, so the save latest in the log
+    has the highest offset and wins (in a batch, and in the table read with FINAL); a
+    replay writes identical rows, which collapse. Skipped as ``invalid``: seq > 0, an
+    empty entity, project or user, or a ``state_json`` that is not a JSON object.
+
 JSON: config values are stored canonical (sorted keys, no spaces; text that is not JSON
 becomes a JSON string) so that the equality filter of the query API can compare text.
 History and summary "other" values are stored as the client sent them.
@@ -151,7 +167,9 @@ from runstream.v1 import events_pb2
 HISTORY_NUMERIC = "history_numeric"
 HISTORY_OTHER = "history_other"
 RUNS = "runs"
-TABLES = (HISTORY_NUMERIC, HISTORY_OTHER, RUNS)   # the write order: run states last
+WORKSPACES = "workspaces"
+# The write order: run states last.
+TABLES = (HISTORY_NUMERIC, HISTORY_OTHER, WORKSPACES, RUNS)
 
 # DateTime64(6) holds 1900-01-01 .. 2299-12-31; client clocks are clamped into
 # [epoch, 2299-12-31 23:59:59.999999] so that one bad clock never poisons a batch.
@@ -162,6 +180,7 @@ _PRIVACY = {
     events_pb2.PRIVACY_PUBLIC: "public",
 }
 _SERVER_BODIES = frozenset({"crashed", "run_patch", "delete", "stop_requested"})
+_NOT_CLIENT_BODIES = frozenset({"crashed", "workspace_saved"})
 
 
 # Map columns of the runs table kept for define_metric (migration 0003).
@@ -172,6 +191,24 @@ class RunKey(NamedTuple):
     entity: str
     project: str
     run_id: str
+
+
+class WorkspaceKey(NamedTuple):
+    entity: str
+    project: str
+    user: str
+
+
+class WorkspaceRow(NamedTuple):
+    """One ``workspaces`` row: a user's saved workspace of a project (see "Workspaces")."""
+
+    entity: str
+    project: str
+    user: str
+    state_json: str
+    updated_time: int     # µs, server time of the save
+    log_partition: int
+    log_offset: int       # the row's version: the latest save in the log wins
 
 
 def clamp_time_us(t: int) -> int:
@@ -300,6 +337,12 @@ RUNS_SCHEMA = pa.schema([
     ("last_step", pa.int64()),
 ])
 
+WORKSPACES_SCHEMA = pa.schema([
+    ("entity", pa.string()), ("project", pa.string()), ("user", pa.string()),
+    ("state_json", pa.string()), ("updated_time", _TS),
+    ("log_partition", pa.int32()), ("log_offset", pa.uint64()),
+])
+
 
 class _History:
     """Rows of one history table, stored as segments (one per Log event) + per-point lists.
@@ -401,15 +444,17 @@ class RowBatch:
         self.numeric = _History(numeric=True)
         self.other = _History(numeric=False)
         self.runs: dict[RunKey, RunState] = {}   # latest state per run touched by the batch
+        # The latest save per workspace folded into the batch.
+        self.workspaces: dict[WorkspaceKey, WorkspaceRow] = {}
         self.stats = FoldStats()
 
     def rows(self) -> dict[str, int]:
         """Row count per table."""
         return {HISTORY_NUMERIC: len(self.numeric), HISTORY_OTHER: len(self.other),
-                RUNS: len(self.runs)}
+                WORKSPACES: len(self.workspaces), RUNS: len(self.runs)}
 
     def total_rows(self) -> int:
-        return len(self.numeric) + len(self.other) + len(self.runs)
+        return len(self.numeric) + len(self.other) + len(self.workspaces) + len(self.runs)
 
     def __bool__(self) -> bool:
         return self.total_rows() > 0
@@ -427,6 +472,11 @@ class RowBatch:
             for name in ("start_time", "last_event_time", "end_time"):
                 cols[name] = [clamp_time_us(t) for t in cols[name]]
             return pa.Table.from_pydict(cols, schema=RUNS_SCHEMA)
+        if table == WORKSPACES:
+            rows = list(self.workspaces.values())
+            cols = {name: [getattr(r, name) for r in rows] for name in WORKSPACES_SCHEMA.names}
+            cols["updated_time"] = [clamp_time_us(t) for t in cols["updated_time"]]
+            return pa.Table.from_pydict(cols, schema=WORKSPACES_SCHEMA)
         raise ValueError(f"unknown table {table!r}")
 
 
@@ -460,7 +510,11 @@ def fold_record(states: MutableMapping[RunKey, RunState],
     replayed: dict[RunKey, bool] = {}
     for ev in rec.events:
         if not (ev.run_id and ev.project and ev.entity):
-            stats.invalid += 1
+            if not ev.run_id and ev.HasField("workspace_saved"):
+                _workspace_saved(ev, ev.server_time_us or record_time, partition, offset,
+                                 batch)
+            else:
+                stats.invalid += 1
             continue
         key = RunKey(ev.entity, ev.project, ev.run_id)
         st = states.get(key)
@@ -476,7 +530,7 @@ def fold_record(states: MutableMapping[RunKey, RunState],
         now = ev.server_time_us or record_time
         seq = ev.seq
         if seq > 0:
-            if kind == "crashed":
+            if kind in _NOT_CLIENT_BODIES:
                 stats.invalid += 1
                 continue
             if st is None:
@@ -525,6 +579,25 @@ def fold_records(states: MutableMapping[RunKey, RunState],
     """``fold_record`` for each ``(partition, offset, value)``, in the given order."""
     for partition, offset, value in records:
         fold_record(states, value, partition, offset, batch)
+
+
+def _workspace_saved(ev: events_pb2.Event, now: int, partition: int, offset: int,
+                     batch: RowBatch) -> None:
+    """A workspace save: one ``workspaces`` row, no run (see "Workspaces")."""
+    ws = ev.workspace_saved
+    if ev.seq or not (ev.entity and ev.project and ws.user and _is_json_object(ws.state_json)):
+        batch.stats.invalid += 1
+        return
+    batch.workspaces[WorkspaceKey(ev.entity, ev.project, ws.user)] = WorkspaceRow(
+        ev.entity, ev.project, ws.user, ws.state_json, now, partition, offset)
+    batch.stats.applied += 1
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _run_start(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
@@ -818,7 +891,8 @@ _APPLY = {
 }
 
 __all__ = [
-    "HISTORY_NUMERIC", "HISTORY_OTHER", "RUNS", "TABLES", "RUNS_SCHEMA", "MAX_TIME_US",
-    "RunKey", "RunState", "RowBatch", "FoldStats", "canonical_json", "clamp_time_us",
+    "HISTORY_NUMERIC", "HISTORY_OTHER", "RUNS", "WORKSPACES", "TABLES", "RUNS_SCHEMA",
+    "WORKSPACES_SCHEMA", "MAX_TIME_US", "RunKey", "RunState", "RowBatch", "FoldStats",
+    "WorkspaceKey", "WorkspaceRow", "canonical_json", "clamp_time_us",
     "decode_record", "fold_record", "fold_records",
 ]

@@ -11,6 +11,8 @@ seq <= the last seen seq is a duplicate and ignored; ``Finish`` ends a run; ``Ru
 if the run was running and it follows the last client seq (else it is stale). A
 ``ProcessExited`` (the client's upload helper saw the training process die) crashes a
 running run like a ``Crashed`` does, so the reaper never emits a second one for it.
+``WorkspaceSaved`` (a saved web workspace, no run's event) is ignored: it neither
+creates nor touches any run's liveness.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class LivenessTable:
 
     def _apply(self, ev: views_pb2.EventView, partition: int, server_us: int) -> None:
         kind = ev.WhichOneof("body")
+        if kind == "workspace_saved":
+            return   # not a run's event (whatever its run id says)
         lv = self.runs.get(ev.run_id)
         if kind == "delete":
             self.runs.pop(ev.run_id, None)
