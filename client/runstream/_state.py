@@ -41,6 +41,9 @@ log = logging.getLogger("runstream")
 
 _lock = threading.RLock()
 _sender: Any = None            # HelperSender | ThreadSender | NullSender
+# Senders for runs whose url differs from ``_sender``'s (rare: one process logging to
+# two servers), by url.
+_other_senders: dict[str, Any] = {}
 _keeper: threading.Thread | None = None
 _runs: list[Run] = []          # live runs, oldest first
 _active: Run | None = None     # the newest live run
@@ -61,12 +64,25 @@ def note_grpc_use() -> None:
 
 
 def sender(settings, log_dir: str = ""):
-    """The process's sender (made by the first online run, with its settings)."""
+    """The process's sender for ``settings.url``: one per server, made by the first online
+    run that uploads there, with that run's settings."""
     global _sender
     with _lock:
         if _sender is None:
             _sender = _make_sender(settings, log_dir)
-        return _sender
+            return _sender
+        if _sender.settings.url == settings.url:
+            return _sender
+        other = _other_senders.get(settings.url)
+        if other is None:
+            other = _other_senders[settings.url] = _make_sender(settings, log_dir)
+        return other
+
+
+def all_senders() -> list:
+    """Every sender of this process (the first one first)."""
+    with _lock:
+        return ([_sender] if _sender is not None else []) + list(_other_senders.values())
 
 
 def _make_sender(settings, log_dir: str):
@@ -113,8 +129,7 @@ def _keep() -> None:
                     tick = min(tick, run._sender.settings.heartbeat_interval_s / 4)
             except Exception:
                 log.debug("runstream keeper: run %s", getattr(run, "id", "?"), exc_info=True)
-        s = _sender
-        if s is not None:
+        for s in all_senders():
             try:
                 s.watch()
             except Exception:
@@ -201,8 +216,8 @@ def _at_exit() -> None:
             run.finish(exit_code=code)
         except Exception:  # noqa: BLE001 - never fail the interpreter's exit
             pass
-    if _sender is not None:
-        _sender.close(timeout=2.0)
+    for s in all_senders():
+        s.close(timeout=2.0)
 
 
 def _keep_forever(obj) -> None:
@@ -219,10 +234,12 @@ def _after_fork_in_child() -> None:
     _forked_after_grpc = _forked_after_grpc or _grpc_used
     for run in _runs:
         run._detach_after_fork()
-    if _sender is not None:
-        _keep_forever(_sender)
+    # No lock here: another thread of the parent may have held it at the fork.
+    for s in ([_sender] if _sender is not None else []) + list(_other_senders.values()):
+        _keep_forever(s)
     _runs.clear()
     _sender = None
+    _other_senders.clear()
     _keeper = None
     _exit_code = None
     try:

@@ -28,22 +28,6 @@ pytestmark = [pytest.mark.e2e]
 WAIT_S = 30   # generous: a change shows within ~1.5 s at normal load
 
 
-@pytest.fixture(autouse=True)
-def own_upload_connection():
-    """The in-process client keeps one upload connection per process, made by its first
-    online run with that run's url: close any left by earlier tests (other servers)."""
-    from runstream import _state
-
-    def close():
-        if _state._sender is not None:
-            _state._sender.close(timeout=0.3)
-            _state._sender = None
-
-    close()
-    yield
-    close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")

@@ -141,12 +141,14 @@ def client(clean_env, tmp_path):
     clean_env.delenv("RUNSTREAM_DIR", raising=False)
     _state.set_active(None)
     _state._sender = None
+    _state._other_senders.clear()
     yield
     if _state.active() is not None:
         _state.set_active(None)
-    if _state._sender is not None:
-        _state._sender.close(timeout=0.3)   # a dead-server sender may linger
-        _state._sender = None
+    for s in _state.all_senders():
+        s.close(timeout=0.3)                # a dead-server sender may linger
+    _state._sender = None
+    _state._other_senders.clear()
 
 
 def _settings(address: str) -> dict:
@@ -188,6 +190,24 @@ def test_run_lifecycle(gateway, client):
     assert events[-1].finish.exit_code == 0
     assert r.finish() is True                  # a second finish does nothing
     assert len(gateway.events("life-1")) == n + 2
+
+
+def test_runs_of_one_process_upload_to_their_own_servers(gateway, client, tmp_path):
+    other = BackgroundGateway(tmp_path / "gw2", name="gw-2")
+    try:
+        a = runstream.init(id="url-a", settings=_settings(gateway.address))
+        a.log({"x": 1.0})
+        b = runstream.init(id="url-b", reinit="create_new", settings=_settings(other.address))
+        b.log({"x": 2.0})
+        assert a.finish() is True and b.finish() is True
+        assert len(_state.all_senders()) == 2
+        assert [e.WhichOneof("body") for e in gateway.events("url-a")] == \
+            ["run_start", "log", "finish"]
+        assert [e.WhichOneof("body") for e in other.events("url-b")] == \
+            ["run_start", "log", "finish"]
+        assert gateway.events("url-b") == [] and other.events("url-a") == []
+    finally:
+        other.close()
 
 
 def test_exception_in_with_block_finishes_with_exit_code_1(gateway, client):
