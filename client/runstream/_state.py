@@ -80,9 +80,11 @@ def sender(settings, log_dir: str = ""):
 
 
 def all_senders() -> list:
-    """Every sender of this process (the first one first)."""
-    with _lock:
-        return ([_sender] if _sender is not None else []) + list(_other_senders.values())
+    """Every sender of this process (the first one first). Takes no lock: the keeper
+    thread calls it every tick, and a lock held at a fork would hang the child's init;
+    ``list(dict.values())`` is one step under the GIL."""
+    first = _sender
+    return ([first] if first is not None else []) + list(_other_senders.values())
 
 
 def _make_sender(settings, log_dir: str):
@@ -234,8 +236,7 @@ def _after_fork_in_child() -> None:
     _forked_after_grpc = _forked_after_grpc or _grpc_used
     for run in _runs:
         run._detach_after_fork()
-    # No lock here: another thread of the parent may have held it at the fork.
-    for s in ([_sender] if _sender is not None else []) + list(_other_senders.values()):
+    for s in all_senders():
         _keep_forever(s)
     _runs.clear()
     _sender = None

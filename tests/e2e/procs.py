@@ -117,7 +117,9 @@ class QueryClient:
     """gRPC and HTTP reads of one api process."""
 
     def __init__(self, grpc_addr: str, http_addr: str, entity: str) -> None:
-        self.channel = grpc.insecure_channel(grpc_addr)
+        # Raw histories of flat-out runs exceed gRPC's 4 MiB default message size.
+        self.channel = grpc.insecure_channel(
+            grpc_addr, options=[("grpc.max_receive_message_length", 256 << 20)])
         self.stub = query_pb2_grpc.QueryStub(self.channel)
         self.http = http_addr
         self.entity = entity
