@@ -406,8 +406,9 @@ HOW_TO_READ = """\
   sustained ingest for minutes, memory ceilings); they come with the scale issue.
 - The **Kafka** event log (distributed deployment) and ClickHouse as a server are not
   measured; only the embedded path (local segment files, chDB in-process).
-- Not measured: the web UI, the gRPC Query service, the reaper, group bands across runs,
-  storage bytes per point, recovery/replay time.
+- The web UI's server side (runs table, multi-run charts, group bands, live freshness) is
+  measured by `workspace`; the browser side is not. Not measured: the gRPC Query
+  service, the reaper, storage bytes per point, recovery/replay time.
 """
 
 
