@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -112,6 +113,17 @@ def expected_value(step: int, k: int) -> float:
 
 
 # -- reading back -------------------------------------------------------------------
+
+def http(srv, method: str, path: str, body=None) -> tuple[int, object]:
+    """(status, JSON body) of one HTTP/JSON API call to ``srv``; 4xx/5xx answers too."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(srv.http + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
 
 class QueryClient:
     """gRPC and HTTP reads of one api process."""

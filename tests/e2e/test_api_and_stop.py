@@ -16,8 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from runstream import errors
 from runstream.v1 import events_pb2
 
 from .conftest import ENTITY, embedded_args
-from .procs import QueryClient, ServerProcess, send_events
+from .procs import QueryClient, ServerProcess, http, send_events
 
 pytestmark = [pytest.mark.e2e]
 
@@ -223,16 +221,6 @@ def run_events(run_id: str, *, project: str = "stop-errors", name: str = "",
         e.finish.exit_code = exit_code
         evs.append(e)
     return evs
-
-
-def http(srv, method: str, path: str, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(srv.http + path, data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 # (run id, name, tags, lr, loss, exit code or None for running)

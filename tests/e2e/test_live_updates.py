@@ -20,8 +20,7 @@ import pytest
 import runstream
 
 from .conftest import ENTITY, embedded_args
-from .procs import QueryClient, ServerProcess
-from .test_api_and_stop import http
+from .procs import QueryClient, ServerProcess, http
 
 pytestmark = [pytest.mark.e2e]
 

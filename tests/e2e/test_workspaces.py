@@ -4,7 +4,6 @@ replay`` (every table dropped) rebuilds it."""
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,7 +12,7 @@ import pytest
 from runstream.v1 import events_pb2
 
 from .conftest import ENTITY
-from .procs import make_events, send_events
+from .procs import http, make_events, send_events
 from .test_embedded_reliability import replay, restart
 
 pytestmark = [pytest.mark.e2e]
@@ -21,16 +20,6 @@ pytestmark = [pytest.mark.e2e]
 STATE = {"hidden": ["a"], "colors": {"b": "#123456"}, "sort": {"key": "name", "desc": True},
          "group_by": "config.lr", "filters": [], "visualized": 7, "columns": ["name", "state"],
          "text": "ü ✓"}
-
-
-def http(srv, method: str, path: str, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(srv.http + path, data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def path(project: str, user: str | None = None) -> str:

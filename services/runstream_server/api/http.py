@@ -1,4 +1,4 @@
-"""The HTTP/JSON API (and, later, the web UI). Errors become 4xx/5xx here, once.
+"""The HTTP/JSON API and the web UI (served from ``web/``). Errors become 4xx/5xx here, once.
 
 Routes (JSON):
   GET    /healthz

@@ -63,8 +63,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..common import clock
 from ..common.errors import PermanentError, RetryableError, RunstreamError
-from ..store.client import classify, validate_database
+from ..store.client import run_query, validate_database
 from .convert import jsonable
 from .mutations import validate_project
 from .store_access import StoreAccess
@@ -104,10 +105,6 @@ _PUBLIC = ("run_id", "name", "state", "state_cause", "last_event_time_us", "last
            "end_time_us", "summary", "hidden", "color")
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class LiveQueries:
     """The live stream's reads of the ``runs`` table (blocking; run on the store thread)."""
 
@@ -116,12 +113,7 @@ class LiveQueries:
         self.db = validate_database(database)
 
     def _query(self, sql: str, parameters: dict[str, Any], what: str):
-        try:
-            return self.client.query(sql, parameters=parameters)
-        except RunstreamError:
-            raise
-        except Exception as e:
-            raise classify(e, what) from e
+        return run_query(self.client, sql, parameters, what)
 
     @staticmethod
     def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +225,7 @@ class _Poller:
         failing = False
         while True:
             started = time.monotonic()
-            now_us = _now_us()
+            now_us = clock.now_us()
             try:
                 versions = await store.call(q.versions, self.entity, self.project)
                 changed = [] if known is None else \
@@ -318,7 +310,7 @@ class LiveUpdates:
             poller = self._pollers[(entity, project)] = _Poller(self, entity, project)
             self._poll_tasks.add(poller.task)
             poller.task.add_done_callback(self._poll_tasks.discard)
-        sub = _Subscriber(poller, now_us=_now_us(), task=asyncio.current_task())
+        sub = _Subscriber(poller, now_us=clock.now_us(), task=asyncio.current_task())
         poller.subscribers.add(sub)
         return sub
 
@@ -379,7 +371,7 @@ class LiveUpdates:
                     return web.Response(status=204)
                 await sub.wait(CHECK_INTERVAL_S)
             if since_us > 0:
-                now_us = _now_us()
+                now_us = clock.now_us()
                 rows = await self.store.call(self.queries.changed_since, entity, project,
                                              max(0, since_us - CATCHUP_MARGIN_US))
                 sub.offer(rows, now_us)

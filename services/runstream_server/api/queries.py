@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.errors import NotFoundError, PermanentError, RunstreamError
-from ..store.client import classify, validate_database
+from ..store.client import classify, run_query, validate_database
 from .chart_queries import ChartQueries
 from .run_filter import USER_SQL, RunFilter
 
@@ -94,12 +94,8 @@ class Queries(ChartQueries):
     # --- helpers ---------------------------------------------------------------------
 
     def _query(self, sql: str, parameters: dict[str, Any], what: str):
-        try:
-            return self.client.query(sql, parameters=parameters)
-        except RunstreamError:
-            raise
-        except Exception as e:
-            raise _classify(e, what, parameters) from e
+        return run_query(self.client, sql, parameters, what,
+                         lambda e, w: _classify(e, w, parameters))
 
     @staticmethod
     def _run_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,8 @@ import json
 import re
 from typing import Any
 
-from ..common.errors import PermanentError, RunstreamError
-from ..store.client import classify, validate_database
+from ..common.errors import PermanentError
+from ..store.client import run_query, validate_database
 
 MAX_USER_CHARS = 128
 MAX_STATE_BYTES = 256 * 1024
@@ -109,17 +109,13 @@ class WorkspaceQueries:
 
         ``user`` is checked here (``PermanentError``); entity and project are data only."""
         user = validate_user(user)
-        try:
-            res = self.client.query(
-                "SELECT state_json, toUnixTimestamp64Micro(updated_time) AS updated_us "
-                f"FROM {self.db}.workspaces FINAL "
-                "WHERE entity = {entity:String} AND project = {project:String} "
-                "AND `user` = {user:String} LIMIT 1",
-                parameters={"entity": entity, "project": project, "user": user})
-        except RunstreamError:
-            raise
-        except Exception as e:
-            raise classify(e, "reading a workspace") from e
+        res = run_query(
+            self.client,
+            "SELECT state_json, toUnixTimestamp64Micro(updated_time) AS updated_us "
+            f"FROM {self.db}.workspaces FINAL "
+            "WHERE entity = {entity:String} AND project = {project:String} "
+            "AND `user` = {user:String} LIMIT 1",
+            {"entity": entity, "project": project, "user": user}, "reading a workspace")
         rows = res.result_rows
         if not rows:
             return {"user": user, "state": {}, "updated_us": 0}

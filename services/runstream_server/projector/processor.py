@@ -816,6 +816,18 @@ def _finish(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> No
         st.state_cause = f"exit code {code}"
 
 
+def _ended_unfinished(st: RunState, cause: str, end_time: int) -> None:
+    """The run's process ended without finishing: ``killed`` if a stop was pending,
+    else ``crashed``."""
+    if _stop_pending(st):
+        st.state = "killed"
+        st.state_cause = f"{_stopped_cause(st)}; the process ended without finishing ({cause})"
+    else:
+        st.state = "crashed"
+        st.state_cause = cause
+    st.end_time = end_time
+
+
 def _crashed(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
     cr = ev.crashed
     last_seen = cr.last_seen_us or st.last_event_time
@@ -826,13 +838,7 @@ def _crashed(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> N
         cause = f"no event for {silent_s:.1f} s since {_iso(last_seen)}"
     if cr.detector:
         cause += f", detected by {cr.detector}"
-    if _stop_pending(st):
-        st.state = "killed"
-        st.state_cause = f"{_stopped_cause(st)}; the process ended without finishing ({cause})"
-    else:
-        st.state = "crashed"
-        st.state_cause = cause
-    st.end_time = last_seen
+    _ended_unfinished(st, cause, last_seen)
 
 
 def _process_exited(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
@@ -843,13 +849,7 @@ def _process_exited(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatc
              "seen by the uploader")
     if pe.reason:
         cause += f": {pe.reason}"
-    if _stop_pending(st):
-        st.state = "killed"
-        st.state_cause = f"{_stopped_cause(st)}; the process ended without finishing ({cause})"
-    else:
-        st.state = "crashed"
-        st.state_cause = cause
-    st.end_time = now
+    _ended_unfinished(st, cause, now)
 
 
 def _run_patch(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:

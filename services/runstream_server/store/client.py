@@ -11,6 +11,7 @@ already initialized with path ...") until every client of the first path is clos
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import clickhouse_connect
@@ -61,6 +62,18 @@ def validate_database(database: str) -> str:
     if not isinstance(database, str) or not _DB_RE.match(database):
         raise ConfigError(f"invalid database name {database!r}: use [A-Za-z_][A-Za-z0-9_]{{0,63}}")
     return database
+
+
+def run_query(client: Any, sql: str, parameters: dict[str, Any], what: str,
+              classify_error: Callable[[BaseException, str], RunstreamError] | None = None):
+    """``client.query(sql, parameters=...)``; a failure is raised in the server's error
+    vocabulary (``classify``, or ``classify_error`` when given). Blocking."""
+    try:
+        return client.query(sql, parameters=parameters)
+    except RunstreamError:
+        raise
+    except Exception as e:
+        raise (classify_error or classify)(e, what) from e
 
 
 def classify(exc: BaseException, what: str) -> RunstreamError:
