@@ -142,7 +142,8 @@ def test_migrate_is_idempotent(client):
         "SELECT name FROM system.tables WHERE database = {db:String}",
         parameters={"db": DB}).result_rows}
     assert tables == {"history_numeric", "history_other", "runs", "schema_migrations",
-                      "workspaces", "history_series", "history_series_mv"}
+                      "workspaces", "history_series", "history_series_mv",
+                      "history_rollup", "history_rollup_mv"}
 
 
 def test_edited_migration_is_refused(client, tmp_path):
@@ -297,7 +298,8 @@ def test_drop_and_replay_gives_identical_answers(store):
     before = normalized(answers(q))
     dropped = drop_projections(store, DB)
     assert set(dropped) == {"history_numeric", "history_other", "runs", "schema_migrations",
-                            "workspaces", "history_series", "history_series_mv"}
+                            "workspaces", "history_series", "history_series_mv",
+                      "history_rollup", "history_rollup_mv"}
     assert apply_migrations(store, DB) == [p.name for p in migration_files()]
     # Rebuild in several batches with other boundaries than the first time.
     states: dict = {}
@@ -349,7 +351,7 @@ def test_injection_looking_keys_and_values_are_data(store):
     assert q.run_keys(EVIL, EVIL, "r-1") == {"numeric": [EVIL], "other": [EVIL + "o"]}
     tables = store.query("SELECT count() FROM system.tables WHERE database = {db:String}",
                          parameters={"db": DB}).result_rows[0][0]
-    assert tables == 7   # the migrations' tables and view: nothing dropped
+    assert tables == 9   # the migrations' tables and views: nothing dropped
 
 
 # --- downsampling ----------------------------------------------------------------------------

@@ -12,6 +12,12 @@ ranges into equal-width buckets:
   (line, bucket)); ``project_history_json`` has the database format the answer's
   numbers as JSON too (the HTTP route), which Python would take longer for than the
   query itself.
+  Lines whose buckets would be at least ``ROLLUP_MIN_BLOCKS`` rollup blocks wide
+  (``history_rollup``: 16 steps per block) are cut at block boundaries instead (bucket
+  width a multiple of 16 steps, so a few fewer buckets) and read from the rollup: whole
+  blocks in range come from it, the partial blocks at the range's edges and blocks
+  with a rewritten step from ``history_numeric`` FINAL. The answer is the same as the
+  points would give on that grid (tests/integration/test_history_rollup.py).
 - ``bands``: the key's step range over the matching runs is cut into at most ``buckets``
   buckets; per run and bucket the last value (at the highest step) counts; per group and
   bucket: mean, population standard deviation, min and max over the group's runs whose
@@ -59,9 +65,53 @@ _BUCKETS_SQL = (
     "count() AS b_points "
     "FROM {db}.history_numeric FINAL "
     "WHERE entity = {{entity:String}} AND project = {{project:String}} "
-    "AND run_id IN {{ids:Array(String)}} AND key IN {{keys:Array(String)}} "
+    "AND run_id IN {{raw_ids:Array(String)}} AND key IN {{keys:Array(String)}} "
     "AND step >= {{min_step:UInt64}} AND step <= {{max_step:UInt64}} "
+    "AND {{path:Array(UInt8)}}[line] = 0 "
     "GROUP BY g")
+# Rollup lines (path 1): bucket = blocks from the line's first block; {lo}/{width}/{last}
+# are in blocks. Whole blocks in [{full_lo}, {full_hi}] come from the rollup but for the
+# rewritten ones ({skip}); those and the partial blocks at the range's edges ({exact},
+# when there are any) from the points under FINAL, folded into the same per-block shape.
+# Both are explicit step ranges, so the primary key prunes the points read.
+_ROLLUP_SQL = (
+    "WITH {line} AS line "
+    "SELECT line * {shift} + least(intDiv(block - {{lo:Array(UInt64)}}[line], "
+    "{{width:Array(UInt64)}}[line]), {{last:Array(UInt64)}}[line]) AS g, "
+    "toUInt64(bitShiftRight(max(l), 192)) AS b_step, "
+    "reinterpretAsFloat64(toUInt64(bitAnd(bitShiftRight(max(l), 64), {low64}))) AS b_value, "
+    "min(mn) AS b_min, max(mx) AS b_max, "
+    "reinterpretAsInt64(toUInt64(bitAnd(max(l), {low64}))) AS b_time_us, "
+    "sum(n) AS b_points FROM ("
+    "SELECT run_id, key, block, toUInt64(bitCount(groupBitOr(steps))) AS n, "
+    "min(min_value) AS mn, max(max_value) AS mx, max(last) AS l "
+    "FROM {db}.history_rollup WHERE {roll_where} "
+    "AND block >= {{full_lo:Int64}} AND block <= {{full_hi:Int64}} AND NOT {skip} "
+    "GROUP BY run_id, key, block{exact}) "
+    "WHERE {{path:Array(UInt8)}}[line] = 1 GROUP BY g")
+# history_rollup.last of points (migration 0007): step, seq, value's bits, ts packed.
+_PACK = ("max(bitOr(bitOr(bitShiftLeft(toUInt256(step), 192), bitShiftLeft(toUInt256(seq), "
+         "128)), bitOr(bitShiftLeft(toUInt256(reinterpretAsUInt64(value)), 64), "
+         "toUInt256(reinterpretAsUInt64(toUnixTimestamp64Micro(ts))))))")
+_EXACT_SQL = (
+    " UNION ALL "
+    "SELECT run_id, key, intDiv(step, 16) AS block, count() AS n, min(value) AS mn, "
+    f"max(value) AS mx, {_PACK} AS l "
+    "FROM {db}.history_numeric FINAL WHERE {roll_where} "
+    "AND step >= {{min_step:UInt64}} AND step <= {{max_step:UInt64}} AND {exact} "
+    "GROUP BY run_id, key, block")
+_ROLL_WHERE = ("entity = {entity:String} AND project = {project:String} "
+               "AND run_id IN {roll_ids:Array(String)} AND key IN {keys:Array(String)}")
+# One rewritten block range of one line; {i} numbers the ranges of a request.
+_RANGE = "(run_id = {{rr{i}:String}} AND key = {{rk{i}:String}} AND {col} >= {{{a}{i}:UInt64}} " \
+         "AND {col} <= {{{b}{i}:UInt64}})"
+ROLLUP_BLOCK = 16               # steps per history_rollup block (migration 0007)
+# A line is read from the rollup when its buckets would be at least this many blocks
+# wide: rounding the width up to whole blocks then costs at most a quarter of the buckets.
+ROLLUP_MIN_BLOCKS = 3
+# Rewritten block ranges one request reads from the points; lines beyond are read from
+# the points whole (each range is a term of the query text).
+MAX_EXACT_RANGES = 200
 _HISTORY_SQL = "{buckets} ORDER BY g"
 # One row per line, its arrays as JSON text (non-finite numbers quoted: "nan", "inf").
 _HISTORY_JSON_SQL = (
@@ -150,7 +200,7 @@ class ChartQueries:
         series = {rk: _empty_line(*rk) for rk in plan.order}
         if plan.params is not None:
             cols = self._query_np(
-                _HISTORY_SQL.format(buckets=self._buckets_sql()), plan.params,
+                _HISTORY_SQL.format(buckets=self._buckets_sql(plan)), plan.params,
                 "reading the history of several runs")
             g = cols["g"].astype(np.uint64)
             lines = g // np.uint64(_LINE_SHIFT)
@@ -178,7 +228,7 @@ class ChartQueries:
         plan = self._plan_lines(entity, project, run_ids, keys, buckets, min_step, max_step)
         found: dict[tuple[str, str], str] = {}
         if plan.params is not None:
-            rows = self._query(_HISTORY_JSON_SQL.format(buckets=self._buckets_sql()),
+            rows = self._query(_HISTORY_JSON_SQL.format(buckets=self._buckets_sql(plan)),
                                plan.params, "reading the history of several runs").result_rows
             for line, points, n, step, value, lo, hi, time_us in rows:
                 found[plan.line_of[int(line)]] = (
@@ -192,8 +242,29 @@ class ChartQueries:
             parts.append(f"{{{head},{body}}}")
         return '{"series":[' + ",".join(parts) + "]}"
 
-    def _buckets_sql(self) -> str:
-        return _BUCKETS_SQL.format(line=_LINE, shift=_LINE_SHIFT, db=self.db)
+    def _buckets_sql(self, plan: _LinePlan) -> str:
+        """Per (line, bucket) aggregates: raw lines from the points, the others from the
+        rollup (module docstring); columns g, b_step, b_value, b_min, b_max, b_time_us,
+        b_points."""
+        parts = []
+        if plan.raw_ids:
+            parts.append(_BUCKETS_SQL.format(line=_LINE, shift=_LINE_SHIFT, db=self.db))
+        if plan.roll_ids:
+            rng = range(plan.exact_ranges)
+            skip = " OR ".join(["0", *(_RANGE.format(i=i, col="block", a="ba", b="bb")
+                                       for i in rng)])
+            exact = [_RANGE.format(i=i, col="step", a="sa", b="sb") for i in rng]
+            if plan.edges:
+                exact[:0] = ["step < {edge_lo:UInt64}", "step > {edge_hi:UInt64}"]
+            exact_sql = _EXACT_SQL.format(db=self.db, roll_where=_ROLL_WHERE,
+                                          exact="(" + " OR ".join(exact) + ")")
+            parts.append(_ROLLUP_SQL.format(
+                line=_LINE, shift=_LINE_SHIFT, db=self.db, roll_where=_ROLL_WHERE,
+                low64=2**64 - 1,
+                skip=f"({skip})", exact=exact_sql if exact else ""))
+        if len(parts) == 1:
+            return parts[0]
+        return "SELECT * FROM (" + " UNION ALL ".join(f"({p})" for p in parts) + ")"
 
     def _plan_lines(self, entity: str, project: str, run_ids: list[str], keys: list[str],
                     buckets: int, min_step: int, max_step: int) -> _LinePlan:
@@ -216,6 +287,8 @@ class ChartQueries:
                 f"{MAX_CHART_POINTS}: ask for fewer runs, keys or buckets")
         min_step, max_step = _check_steps(min_step, max_step)
         base = {"entity": entity, "project": project, "ids": runs, "keys": keys}
+        blk = ROLLUP_BLOCK
+        full_lo, full_hi = -(-min_step // blk), (max_step + 1) // blk - 1  # whole blocks
         # The runs that exist (not deleted) and the step range of each of their lines.
         rows = self._query(
             f"SELECT run_id, '' AS key, toUInt64(0) AS lo, toUInt64(0) AS hi, 0 AS line "
@@ -225,8 +298,16 @@ class ChartQueries:
             "UNION ALL SELECT run_id, toString(key), min(min_step), max(max_step), 1 "
             f"FROM {self.db}.history_series WHERE entity = {{entity:String}} "
             "AND project = {project:String} AND run_id IN {ids:Array(String)} "
-            "AND key IN {keys:Array(String)} GROUP BY run_id, key",
-            base, "reading series step ranges").result_rows
+            "AND key IN {keys:Array(String)} GROUP BY run_id, key "
+            # the whole rollup blocks in range with a rewritten step (read from the points)
+            "UNION ALL SELECT run_id, toString(key), block, block, 2 "
+            f"FROM {self.db}.history_rollup WHERE entity = {{entity:String}} "
+            "AND project = {project:String} AND run_id IN {ids:Array(String)} "
+            "AND key IN {keys:Array(String)} AND rewrite = 1 "
+            "AND block >= {full_lo:Int64} AND block <= {full_hi:Int64} "
+            "GROUP BY run_id, key, block",
+            dict(base, full_lo=full_lo, full_hi=full_hi),
+            "reading series step ranges").result_rows
         known = {r[0] for r in rows if r[4] == 0}
         if not known:
             self._require_project(entity, project)
@@ -236,19 +317,48 @@ class ChartQueries:
         plan = _LinePlan(order=[(r, k) for r in runs if r in known for k in keys])
         if not ranges:
             return plan
+        rewritten: dict[tuple[str, str], list[int]] = {}
+        for r in rows:
+            if r[4] == 2:
+                rewritten.setdefault((r[0], r[1]), []).append(int(r[2]))
         ids = [r for r in runs if any((r, k) in ranges for k in keys)]
-        lo, width, last = [], [], []
+        lo, width, last, path = [], [], [], []
+        raw_ids, roll_ids = set(), set()
+        exact: dict[str, Any] = {}
+        n_exact = 0
         for i, r in enumerate(ids):
             for j, k in enumerate(keys):
                 plan.line_of[i * len(keys) + j + 1] = (r, k)
                 a, b = ranges.get((r, k), (0, 0))
                 w, n = _grid(a, b, buckets)
+                spans = _spans(sorted(rewritten.get((r, k), ())))
+                rolled = (w >= ROLLUP_MIN_BLOCKS * blk
+                          and n_exact + len(spans) <= MAX_EXACT_RANGES)
+                if rolled:          # the grid in blocks: a // blk … b // blk
+                    w, n = _grid(a // blk, b // blk, buckets)
+                    a //= blk
+                    for ba, bb in spans:
+                        exact.update({f"rr{n_exact}": r, f"rk{n_exact}": k,
+                                      f"ba{n_exact}": ba, f"bb{n_exact}": bb,
+                                      f"sa{n_exact}": ba * blk, f"sb{n_exact}": bb * blk + blk - 1})
+                        n_exact += 1
+                (roll_ids if rolled else raw_ids).add(r)
                 lo.append(a)
                 width.append(w)
                 last.append(n - 1)
+                path.append(int(rolled))
+        plan.raw_ids = [r for r in ids if r in raw_ids]
+        plan.roll_ids = [r for r in ids if r in roll_ids]
+        plan.exact_ranges = n_exact
+        # Partial blocks at the range's edges: below full_lo or above full_hi.
+        plan.edges = min_step % blk != 0 or full_hi < (_MAX_STEP + 1) // blk - 1
         plan.params = dict(base, ids=ids, run_no=list(range(len(ids))), nkeys=len(keys),
                            key_no=list(range(len(keys))), lo=lo, width=width, last=last,
-                           min_step=min_step, max_step=max_step)
+                           path=path, raw_ids=plan.raw_ids, roll_ids=plan.roll_ids,
+                           min_step=min_step, max_step=max_step, full_lo=full_lo,
+                           full_hi=full_hi, edge_lo=max(full_lo, 0) * blk,
+                           edge_hi=max(full_hi + 1, 0) * blk - 1 if full_hi >= 0 else 0,
+                           **exact)
         return plan
 
     def bands(self, entity: str, project: str, key: str, group_by: str | None,
@@ -336,6 +446,21 @@ class _LinePlan:
     order: list[tuple[str, str]]                  # the lines answered, in request order
     line_of: dict[int, tuple[str, str]] = field(default_factory=dict)  # line no → (run, key)
     params: dict[str, Any] | None = None          # None: no line has points in range
+    raw_ids: list[str] = field(default_factory=list)   # runs with a line read from points
+    roll_ids: list[str] = field(default_factory=list)  # runs with a line read from the rollup
+    exact_ranges: int = 0         # rewritten block ranges of rollup lines (params rr0 …)
+    edges: bool = False           # the step range cuts a block: its points are read exactly
+
+
+def _spans(blocks: list[int]) -> list[tuple[int, int]]:
+    """Sorted block numbers as runs of consecutive blocks: [(first, last), …]."""
+    out: list[tuple[int, int]] = []
+    for b in blocks:
+        if out and b == out[-1][1] + 1:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((b, b))
+    return out
 
 
 def _finite_json(text: str) -> str:

@@ -156,7 +156,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -254,6 +254,11 @@ class RunState:
     summary_count: dict[str, int] = field(default_factory=dict)    # values aggregated per key
     summary_agg: dict[str, float] = field(default_factory=dict)    # min/max/first, or sum (mean)
     last_step: int = -1          # highest step of an applied Log; -1 before the first
+    # The numeric keys logged at last_step so far; None when unknown (a state loaded from
+    # the store). Not a column (a ClassVar default, shadowed per instance): it only tells
+    # a step's keys logged by separate events (system metrics, then the user's values)
+    # from a rewrite of a point, which the rollup must know (``_log``).
+    step_keys: ClassVar[list[str] | None] = None
     metadata_json: str = ""
     start_time: int = 0          # µs since the epoch (server time unless the client gave it)
     last_event_time: int = 0     # µs, server time of the last applied client event
@@ -352,7 +357,7 @@ class _History:
     """
 
     __slots__ = ("runs", "run_index", "seg_run", "seg_step", "seg_ts", "seg_seq", "seg_len",
-                 "keys", "values", "numeric")
+                 "seg_rewrite", "keys", "values", "numeric")
 
     def __init__(self, numeric: bool) -> None:
         self.numeric = numeric
@@ -363,14 +368,18 @@ class _History:
         self.seg_ts = array("q")
         self.seg_seq = array("Q")
         self.seg_len = array("q")
+        self.seg_rewrite = array("B")
         self.keys: list[str] = []
         self.values: array | list[str] = array("d") if numeric else []
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, run: RunKey, step: int, ts: int, seq: int, keys: list[str], values) -> None:
-        """One Log event's points: ``keys`` and ``values`` (floats, or JSON texts) in step."""
+    def add(self, run: RunKey, step: int, ts: int, seq: int, keys: list[str], values,
+            rewrite: bool = False) -> None:
+        """One Log event's points: ``keys`` and ``values`` (floats, or JSON texts) in step.
+        ``rewrite``: some of them may replace earlier points of their step (numeric only:
+        the ``rewrite`` column, migration 0007)."""
         if not keys:
             return
         self.keys.extend(keys)
@@ -384,6 +393,7 @@ class _History:
         self.seg_ts.append(ts)
         self.seg_seq.append(seq)
         self.seg_len.append(len(keys))
+        self.seg_rewrite.append(rewrite)
 
     def to_arrow(self) -> pa.Table:
         lens = (np.frombuffer(self.seg_len, dtype=np.int64) if self.seg_len
@@ -403,10 +413,12 @@ class _History:
                                                            np.zeros(0, np.int32)),
                                                   pa.array(list(uniq), pa.string()))
 
+        extra = {}
         if self.numeric:
             vals = pa.array(np.frombuffer(self.values, dtype=np.float64)
                             if len(self.values) else np.zeros(0, np.float64))
             vname = "value"
+            extra["rewrite"] = pa.array(rep(self.seg_rewrite, np.uint8))
         else:
             vals = pa.array(self.values, pa.string())
             vname = "value_json"
@@ -419,6 +431,7 @@ class _History:
             "ts": pa.array(rep(self.seg_ts, np.int64)).cast(_TS),
             vname: vals,
             "seq": pa.array(rep(self.seg_seq, np.uint64)),
+            **extra,
         })
 
 
@@ -642,7 +655,17 @@ def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
         # and dict.update(map) iterate in Python and cost twice as much (the hot path).
         keys = list(numbers)
         values = list(map(numbers.__getitem__, keys))
-        batch.numeric.add(st.key, lg.step, ts, ev.seq, keys, values)
+        step = lg.step
+        if step > st.last_step:
+            rewrite = False
+            st.step_keys = keys
+        elif step == st.last_step and st.step_keys is not None \
+                and set(st.step_keys).isdisjoint(keys):
+            rewrite = False
+            st.step_keys = st.step_keys + keys
+        else:       # a point of this step may exist already: its block takes the exact path
+            rewrite = True
+        batch.numeric.add(st.key, step, ts, ev.seq, keys, values, rewrite)
         if st.summary_modes:
             _summarize(st, keys, values)
         else:
@@ -666,6 +689,8 @@ def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
                     st.summary_other.pop(k, None)
     if lg.step > st.last_step:
         st.last_step = lg.step
+        if not numbers:
+            st.step_keys = []
 
 
 _AGG_MODES = frozenset({"min", "max", "mean", "first"})
