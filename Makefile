@@ -8,7 +8,8 @@ PROTO_SRC := $(wildcard protos/runstream/v1/*.proto)
 PROTO_OUT := client
 DATA_DIR ?= ./.runstream
 
-.PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down browser bench clean
+.PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down browser bench \
+	bench-smoke clean
 
 setup: $(STAMP)
 
@@ -68,8 +69,13 @@ browser:
 test: setup proto-check lint kafka-libs browser
 	$(BIN)/python -m pytest tests
 
-bench: setup
+# Every scenario, full size: bench/results/*.json and bench/RESULTS.md.
+bench: setup kafka-libs
 	$(BIN)/python -m bench
+
+# Every scenario at tiny sizes, one repetition; RESULTS.md untouched (tests/bench runs it).
+bench-smoke: setup kafka-libs
+	$(BIN)/python -m bench --smoke
 
 clean:
 	rm -rf $(VENV) .cache .runstream

@@ -1,4 +1,5 @@
-"""``python -m bench [scenario ...] [--quick] [--reps N] [--list]`` — see bench/harness.py."""
+"""``python -m bench [scenario ...] [--smoke | --quick | --render | --list] [--reps N]
+[--out DIR]`` — see bench/harness.py."""
 
 from .harness import main
 

@@ -2,19 +2,28 @@
 
     python -m bench                    every scenario, full size (``make bench``)
     python -m bench query client_log   some scenarios
-    python -m bench --quick            small sizes, a smoke run (~1 min); results go to
-                                       bench/results/quick/ and RESULTS.md is left alone
+    python -m bench --smoke [names]    tiny sizes, 1 repetition (``make bench-smoke``; a
+                                       test in ``make test``): proves every scenario still
+                                       runs; results go to a temporary directory (or
+                                       ``--out DIR``), never to bench/results/
+    python -m bench --quick            small sizes, 3 repetitions (~1 min per scenario);
+                                       results go to bench/results/quick/
+    python -m bench --render           rewrite RESULTS.md from bench/results/*.json only
     python -m bench --list             the scenarios
 
 Each scenario (a module in ``bench/scenarios/``, interface in its ``__init__``) runs in
-a fresh child process (``python -m bench --child NAME``), ``REPS`` times (at least 3).
+a fresh child process (``python -m bench --child NAME``), ``REPS`` times (at least 3;
+smoke runs once, at ``params(True)`` updated with the scenario's ``SMOKE`` overrides).
 Every metric is recorded per repetition; the tables show the median and the min–max.
-A full run writes ``bench/results/<scenario>.json`` (numbers, workload, machine,
+A full run writes ``bench/results/<scenario>.json`` (numbers, workload, goals, machine,
 versions, git commit, date, load average per repetition) and regenerates
 ``bench/RESULTS.md`` from every JSON file there, so running one scenario updates its
 table and keeps the others.
 
-Benchmarks record; they never pass or fail on a time (DESIGN.md §9). A failing
+A scenario's ``GOALS`` (targets on one metric of one case, optionally compared with an
+anchor case) are evaluated on the medians and shown in the Goals table at the top of
+RESULTS.md as met / not met / not measured. Benchmarks record; they never pass or fail
+on a time (DESIGN.md §9): a missed goal is a line in the table, not a failure. A failing
 scenario (an exception, a server that does not answer) fails the run.
 """
 
@@ -45,9 +54,10 @@ RESULTS_DIR = BENCH_DIR / "results"
 QUICK_DIR = RESULTS_DIR / "quick"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 MIN_REPS = 3
+SMOKE_REPS = 1
 VERSION_PACKAGES = ("grpcio", "protobuf", "chdb", "clickhouse-connect", "pyarrow", "aiokafka",
                     "numpy")
-SCHEMA = 1
+SCHEMA = 1     # "goals" and "smoke" were added later; readers treat them as optional
 CHILD_TIMEOUT_S = 900
 BUSY_CORES = 0.25   # "other processes were busy" above this (cores, during a repetition)
 
@@ -64,9 +74,11 @@ class Metric:
 class Context:
     """What a scenario gets from the harness."""
 
-    def __init__(self, name: str, quick: bool, params: dict[str, Any], tmp: Path) -> None:
+    def __init__(self, name: str, quick: bool, params: dict[str, Any], tmp: Path,
+                 smoke: bool = False) -> None:
         self.name = name
-        self.quick = quick
+        self.quick = quick or smoke     # smoke sizes are quick sizes made smaller
+        self.smoke = smoke
         self.params = params
         self.tmp = tmp
         self.rep = -1
@@ -215,12 +227,35 @@ def loadavg() -> float:
 
 # --- one scenario, in the child process ---------------------------------------------------
 
-def run_scenario(name: str, quick: bool, reps: int | None) -> dict[str, Any]:
+def scenario_params(mod, quick: bool, smoke: bool) -> dict[str, Any]:
+    """The workload of a run: ``params(quick)``; in smoke mode ``params(True)`` updated
+    with the module's optional ``SMOKE`` dict, whose keys must all be keys of params."""
+    if not smoke:
+        return mod.params(quick)
+    params = mod.params(True)
+    overrides = getattr(mod, "SMOKE", {})
+    unknown = sorted(set(overrides) - set(params))
+    if unknown:
+        raise ValueError(f"{mod.__name__}.SMOKE: {', '.join(unknown)} not in params()")
+    return {**params, **overrides}
+
+
+def repetitions(mod, quick: bool, smoke: bool, reps: int | None) -> int:
+    """``SMOKE_REPS`` in smoke mode; else ``reps`` or the scenario's ``REPS`` (``MIN_REPS``
+    when quick), never fewer than ``MIN_REPS``."""
+    if smoke:
+        return SMOKE_REPS
+    return max(MIN_REPS, reps or (MIN_REPS if quick else getattr(mod, "REPS", MIN_REPS)))
+
+
+def run_scenario(name: str, quick: bool, reps: int | None,
+                 smoke: bool = False) -> dict[str, Any]:
     mod = load(name)
-    reps = max(MIN_REPS, reps or (MIN_REPS if quick else getattr(mod, "REPS", MIN_REPS)))
-    params = mod.params(quick)
+    goals = validate_goals(getattr(mod, "GOALS", []), f"{mod.__name__}.GOALS")
+    reps = repetitions(mod, quick, smoke, reps)
+    params = scenario_params(mod, quick, smoke)
     tmp = Path(tempfile.mkdtemp(prefix=f"rsbench-{name}-"))
-    ctx = Context(name, quick, params, tmp)
+    ctx = Context(name, quick, params, tmp, smoke)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     samples: dict[str, dict[str, list[float]]] = {}
@@ -268,9 +303,11 @@ def run_scenario(name: str, quick: bool, reps: int | None) -> dict[str, Any]:
         "about": mod.ABOUT.strip(),
         "columns": [{"key": m.key, "label": m.label, "lower_is_better": m.lower_is_better}
                     for m in mod.METRICS],
-        "quick": quick,
+        "quick": quick or smoke,
+        "smoke": smoke,
         "reps": reps,
         "params": params,
+        "goals": goals,
         "notes": ctx.notes,
         "cases": cases,
         "rep_info": rep_info,
@@ -286,14 +323,139 @@ def _round(v: float) -> float:
     return float(f"{v:.6g}")
 
 
-def child_main(name: str, quick: bool, reps: int | None, out: Path) -> int:
+def child_main(name: str, quick: bool, reps: int | None, out: Path, smoke: bool) -> int:
     try:
-        result = run_scenario(name, quick, reps)
+        result = run_scenario(name, quick, reps, smoke)
     except Exception:
         traceback.print_exc()
         return 1
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return 0
+
+
+# --- goals -----------------------------------------------------------------------------
+
+GOAL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "label": str, "case": str, "metric": str, "target": (int, float), "higher_is_better": bool}
+ANCHOR_KEYS: dict[str, type | tuple[type, ...]] = {"case": str, "metric": str, "label": str}
+MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+
+
+def _checked(d: Any, keys: dict[str, Any], optional: set[str], where: str) -> dict[str, Any]:
+    """A copy of ``d``; ``ValueError`` unless it is a dict holding every key of ``keys``
+    with a value of its type (``bool`` is not a number), plus only ``optional`` keys."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
+    missing = sorted(set(keys) - set(d))
+    unknown = sorted(set(d) - set(keys) - optional)
+    if missing or unknown:
+        raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}")
+    for key, typ in keys.items():
+        value = d[key]
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
+            raise ValueError(f"{where}: {key} = {value!r} is not {typ}")
+    return dict(d)
+
+
+def validate_goals(goals: Any, where: str) -> list[dict[str, Any]]:
+    """A scenario's ``GOALS`` as a list of plain dicts (copies): each
+    ``{"label", "case", "metric", "target", "higher_is_better"}`` and optionally
+    ``"anchor": {"case", "metric", "label"}``. ``ValueError`` naming ``where`` otherwise,
+    so a mistyped goal fails the scenario's (smoke) run instead of vanishing."""
+    if not isinstance(goals, list | tuple):
+        raise ValueError(f"{where}: expected a list of dicts, got {type(goals).__name__}")
+    out = []
+    for i, goal in enumerate(goals):
+        checked = _checked(goal, GOAL_KEYS, {"anchor"}, f"{where}[{i}]")
+        if "anchor" in checked:
+            checked["anchor"] = _checked(checked["anchor"], ANCHOR_KEYS, set(),
+                                         f"{where}[{i}].anchor")
+        out.append(checked)
+    return out
+
+
+def _stat(result: dict[str, Any] | None, case: str, metric: str) -> dict[str, float] | None:
+    """The recorded ``{"median", "min", "max", …}`` of ``metric`` in ``case``, or None."""
+    for c in (result or {}).get("cases", ()):
+        if c["case"] == case:
+            return c["metrics"].get(metric)
+    return None
+
+
+def evaluate_goal(goal: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
+    """A goal against a scenario's result (None: the scenario has no results).
+
+    Returns ``{"stat", "status", "ratio"}``: ``stat`` is the measured metric's record
+    (None when the case or metric is missing), ``status`` MET / NOT_MET (the median
+    against the target, the target itself included) or NOT_MEASURED; ``ratio`` is how
+    many times better than the anchor (measured ÷ anchor median when higher is better,
+    anchor ÷ measured when lower is better), None without an anchor, when either side is
+    not measured or the divisor is 0."""
+    stat = _stat(result, goal["case"], goal["metric"])
+    if stat is None:
+        return {"stat": None, "status": NOT_MEASURED, "ratio": None}
+    median, target = stat["median"], goal["target"]
+    met = median >= target if goal["higher_is_better"] else median <= target
+    ratio = None
+    anchor = goal.get("anchor")
+    a_stat = _stat(result, anchor["case"], anchor["metric"]) if anchor else None
+    if a_stat is not None:
+        num, den = ((median, a_stat["median"]) if goal["higher_is_better"]
+                    else (a_stat["median"], median))
+        ratio = num / den if den else None
+    return {"stat": stat, "status": MET if met else NOT_MET, "ratio": ratio}
+
+
+def goal_rows(results: list[dict[str, Any]],
+              declared: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row ``{"scenario", "goal", **evaluate_goal(...)}`` per goal, in the order of
+    ``results`` and then of the scenarios in ``declared`` without results (their goals
+    all not measured). A scenario's goals are ``declared[scenario]`` (the module's
+    current ``GOALS``) when present there, else the ``goals`` its result recorded."""
+    rows = []
+    seen = set()
+    for r in results:
+        seen.add(r["scenario"])
+        for goal in declared.get(r["scenario"], r.get("goals", [])):
+            rows.append({"scenario": r["scenario"], "goal": goal, **evaluate_goal(goal, r)})
+    for scenario, goals in declared.items():
+        if scenario not in seen:
+            rows += [{"scenario": scenario, "goal": g, **evaluate_goal(g, None)} for g in goals]
+    return rows
+
+
+def _target(goal: dict[str, Any]) -> str:
+    t = goal["target"]
+    number = f"{int(t):,}" if float(t).is_integer() else f"{t:g}"
+    return ("≥ " if goal["higher_is_better"] else "≤ ") + number
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    anchor = row["goal"].get("anchor")
+    if not anchor:
+        return "–"
+    r = row["ratio"]
+    if r is None:
+        return f"{anchor['label']} not measured"
+    return f"{r:.0f}× {anchor['label']}" if r >= 10 else f"{r:.2g}× {anchor['label']}"
+
+
+def goals_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of ``goal_rows``: scenario | goal | target | measured median
+    (min–max) | met / not met | anchor ratio."""
+    lines = ["| scenario | goal | target | measured median (min–max) | status | anchor ratio |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        status = row["status"] if row["status"] == NOT_MEASURED else f"**{row['status']}**"
+        lines.append(f"| `{row['scenario']}` | {row['goal']['label']} | {_target(row['goal'])} "
+                     f"| {cell(row['stat'])} | {status} | {_ratio(row)} |")
+    return lines
+
+
+def declared_goals() -> dict[str, list[dict[str, Any]]]:
+    """Every scenario module's current ``GOALS`` (validated), by scenario name."""
+    return {n: validate_goals(getattr(load(n), "GOALS", []), f"{n}.GOALS")
+            for n in scenario_names()}
 
 
 # --- formatting -------------------------------------------------------------------------
@@ -390,7 +552,8 @@ HOW_TO_READ = """\
   process tree), which is the thing that disturbs the numbers.
 - This is a shared 2-vCPU VM: expect ±10–20 % between runs (see
   `/work/shared/reference/perf-anchors.md`). Compare medians, and look at the range before
-  calling something a change. Nothing here is a pass/fail threshold.
+  calling something a change. Nothing here is a pass/fail threshold: the goals above are
+  reported as met or not met, never asserted.
 - Each scenario runs in its own Python process; the benchmark process and everything it
   measures share the same two cores (for `client_log` the client, the server and the
   HTTP poller all run at once, as on a developer's machine).
@@ -412,20 +575,46 @@ HOW_TO_READ = """\
 """
 
 
-def render_markdown(results: list[dict[str, Any]]) -> str:
+GOALS_INTRO = """\
+## Goals
+
+Each goal is one metric of one case of a scenario (its table is below), the **median
+(min–max) over the repetitions** against the target. **anchor ratio**: how many times
+better than the anchor measured in the same run (e.g. wandb), medians: measured ÷ anchor
+when higher is better, anchor ÷ measured when lower is better. A goal whose case is not
+in the recorded results says **not measured**. Reported, never asserted.
+"""
+
+
+def goals_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The "Goals" section of RESULTS.md (a line saying none are declared when empty)."""
+    if not rows:
+        return [*GOALS_INTRO.splitlines()[:1], "", "No scenario declares goals.", ""]
+    return [*GOALS_INTRO.splitlines(), "", *goals_table(rows), ""]
+
+
+def render_markdown(results: list[dict[str, Any]],
+                    declared: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """RESULTS.md from full-size results; ``declared``: the scenarios' current goals
+    (default: read from the scenario modules)."""
     results = sorted(results, key=lambda r: r["date"])
     header = results[-1]
     order = {n: i for i, n in enumerate(scenario_names())}
     results.sort(key=lambda r: (order.get(r["scenario"], 999), r["scenario"]))
+    if declared is None:
+        declared = declared_goals()
     m, v = header["machine"], header["versions"]
     lines = [
         "# Runstream benchmark results",
         "",
         "Generated by `make bench` (`python -m bench`, harness in `bench/harness.py`) from",
         "`bench/results/*.json`; do not edit by hand. Re-run one scenario with",
-        "`.venv/bin/python -m bench <scenario>`; `--quick` is a smoke run that does not touch",
-        "this file.",
+        "`.venv/bin/python -m bench <scenario>`; `--render` rewrites this file from the",
+        "recorded results without running anything; `--smoke` and `--quick` never touch it.",
         "",
+    ]
+    lines += goals_section(goal_rows(results, declared))
+    lines += [
         "## Machine and versions",
         "",
         "| | |",
@@ -446,10 +635,12 @@ def render_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def regenerate_markdown() -> Path | None:
+    """Rewrite RESULTS.md from the full-size results in bench/results/ (None: there are
+    none)."""
     results = []
     for path in sorted(RESULTS_DIR.glob("*.json")):
         data = json.loads(path.read_text())
-        if data.get("schema") == SCHEMA and not data.get("quick"):
+        if data.get("schema") == SCHEMA and not data.get("quick") and not data.get("smoke"):
             results.append(data)
     if not results:
         return None
@@ -459,20 +650,88 @@ def regenerate_markdown() -> Path | None:
 
 # --- the parent process -----------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes; results to bench/results/quick/, RESULTS.md untouched")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true",
+                      help=f"tiny sizes (params(True) + the scenario's SMOKE), {SMOKE_REPS} "
+                           "repetition; results to a temporary directory or --out, "
+                           "RESULTS.md untouched")
+    mode.add_argument("--quick", action="store_true",
+                      help="small sizes; results to bench/results/quick/ (or --out), "
+                           "RESULTS.md untouched")
+    mode.add_argument("--render", action="store_true",
+                      help="rewrite bench/RESULTS.md from bench/results/*.json, run nothing")
+    mode.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--reps", type=int, default=None,
                    help=f"repetitions per scenario (at least {MIN_REPS}; default per scenario)")
-    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for the results of --smoke or --quick")
     p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return p
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """Where results go: bench/results/ for a full run; --out, else a fresh temporary
+    directory (smoke) or bench/results/quick/ (quick)."""
+    if args.out:
+        return args.out
+    if args.smoke:
+        return Path(tempfile.mkdtemp(prefix="rsbench-smoke-"))
+    return QUICK_DIR if args.quick else RESULTS_DIR
+
+
+def _run_child(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any] | None:
+    """One scenario in a child process; its result (also moved to ``out_dir``), or None
+    when it failed (the previous result there is kept)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f"rsbench-{name}-", suffix=".json")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    cmd = [sys.executable, "-m", "bench", "--child", name, "--result", str(tmp)]
+    for flag in ("smoke", "quick"):
+        if getattr(args, flag):
+            cmd.append(f"--{flag}")
+    if args.reps:
+        cmd += ["--reps", str(args.reps)]
+    try:
+        rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            timeout=CHILD_TIMEOUT_S).returncode
+    except subprocess.TimeoutExpired:
+        rc = -1
+        print(f"!! {name}: no result after {CHILD_TIMEOUT_S} s", flush=True)
+    if rc != 0 or not tmp.stat().st_size:
+        print(f"!! {name} failed (exit {rc}); its previous results are kept", flush=True)
+        tmp.unlink(missing_ok=True)
+        return None
+    result = json.loads(tmp.read_text())
+    dest = out_dir / f"{name}.json"
+    shutil.move(tmp, dest)
+    dest.chmod(0o644)
+    return result
+
+
+def _print_result(result: dict[str, Any], seconds: float) -> None:
+    print("\n".join(table(result)), flush=True)
+    for n in result["notes"]:
+        print(f"  - {n}")
+    rows = goal_rows([result], {})
+    if rows and not result.get("smoke"):     # smoke sizes are not the goals' sizes
+        print("\n".join(goals_table(rows)))
+    print(f"   ({result['reps']} reps, {seconds:.1f} s)\n", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
 
     if args.child:
-        return child_main(args.child, args.quick, args.reps, args.result)
+        return child_main(args.child, args.quick, args.reps, args.result, args.smoke)
+    if args.render:
+        md = regenerate_markdown()
+        print(f"wrote {md.relative_to(REPO)}" if md else "no results in bench/results/")
+        return 0 if md else 1
 
     names = scenario_names()
     if args.list:
@@ -482,44 +741,29 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.scenarios if n not in names]
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    if args.out and not (args.smoke or args.quick):
+        p.error("--out is for --smoke and --quick: a full run writes bench/results/")
+    if args.reps and args.smoke:
+        p.error(f"--smoke runs {SMOKE_REPS} repetition")
     selected = [n for n in names if n in args.scenarios] if args.scenarios else names
-    out_dir = QUICK_DIR if args.quick else RESULTS_DIR
+    out_dir = _out_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)
+    mode = " (smoke)" if args.smoke else " (quick)" if args.quick else ""
 
     t0 = time.perf_counter()
     failed = []
     for name in selected:
-        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f"rsbench-{name}-", suffix=".json")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        cmd = [sys.executable, "-m", "bench", "--child", name, "--result", str(tmp)]
-        if args.quick:
-            cmd.append("--quick")
-        if args.reps:
-            cmd += ["--reps", str(args.reps)]
+        print(f"== {name}{mode}", flush=True)
         t = time.perf_counter()
-        try:
-            rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                timeout=CHILD_TIMEOUT_S).returncode
-        except subprocess.TimeoutExpired:
-            rc = -1
-            print(f"!! {name}: no result after {CHILD_TIMEOUT_S} s", flush=True)
-        if rc != 0 or not tmp.stat().st_size:
+        result = _run_child(name, args, out_dir)
+        if result is None:
             failed.append(name)
-            print(f"!! {name} failed (exit {rc}); its previous results are kept", flush=True)
-            tmp.unlink(missing_ok=True)
-            continue
-        result = json.loads(tmp.read_text())
-        dest = out_dir / f"{name}.json"
-        shutil.move(tmp, dest)
-        dest.chmod(0o644)
-        print("\n".join(table(result)), flush=True)
-        for n in result["notes"]:
-            print(f"  - {n}")
-        print(f"   ({result['reps']} reps, {time.perf_counter() - t:.1f} s)\n", flush=True)
+        else:
+            _print_result(result, time.perf_counter() - t)
 
-    if not args.quick:
+    if args.smoke or args.quick:
+        print(f"results in {out_dir}")
+    else:
         md = regenerate_markdown()
         if md:
             print(f"wrote {md.relative_to(REPO)}")

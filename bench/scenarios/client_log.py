@@ -45,6 +45,7 @@ METRICS = [
     Metric("server_cpu_us_pt", "server CPU µs/point", lower_is_better=True),
 ]
 REPS = 5
+SMOKE = {"calls_10_metrics": 1_000, "calls_100_metrics": 200}
 POLL_S = 0.05
 QUERYABLE_TIMEOUT_S = 180
 RUNSTREAM = Path(sys.executable).with_name("runstream")

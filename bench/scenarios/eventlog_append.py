@@ -24,6 +24,7 @@ before, closed after). Latency is one `await log.append(...)`, p50/p99 within a
 repetition. `always` = durable on return; `interval`/`never` = in the page cache on
 return (see the module docstring for what each policy can lose)."""
 REPS = 5
+SMOKE = {"records_single": 500, "records_batched": 2_000}
 METRICS = [
     Metric("records_s", "records/s"),
     Metric("mb_s", "MB/s"),

@@ -29,6 +29,7 @@ thousand `log()` calls/s would produce. Consecutive batches continue the same ru
 batch is written with a dedup token, as the projector does. fold / insert / both =
 points ÷ time of that step summed over the batches."""
 REPS = 5
+SMOKE = {"batches_per_rep": 1}
 METRICS = [
     Metric("fold_pts_s", "fold points/s"),
     Metric("insert_pts_s", "insert points/s"),

@@ -37,6 +37,7 @@ METRICS = [
     Metric("rows", "points / runs returned"),
 ]
 REPS = 5
+SMOKE = {"history_points": 20_000, "runs": 400}   # 100 "adam" runs: a full first page
 T0_US = 1_700_000_000_000_000
 HISTORY_BATCH = 250_000
 OPTIMIZERS = ("adam", "sgd", "adamw", "lion")
