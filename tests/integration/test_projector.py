@@ -183,3 +183,206 @@ def test_projector_sharing_the_loop_steps_aside_but_still_projects(tmp_path, sto
 
     ticks = asyncio.run(main())
     assert len(asked) > 10 and ticks > 1
+
+
+# --- the write in flight (folding overlaps writing) --------------------------------------
+
+# Batches of a few dozen rows, so a short log makes many of them.
+SMALL = ProjectorConfig(batch_max_rows=40, batch_max_s=1.0, poll_max_records=10)
+
+
+class _Watched:
+    """Checks invariant 7 for one projector: every commit names offsets at or before the
+    end of a batch whose write succeeded, and commits of a partition never go back.
+
+    Wraps the projector's in-flight write (``Projector._write``, whose ``ranges`` names
+    ``partition:first-next`` per partition) and its consumer's ``commit``.
+    """
+
+    def __init__(self, p: Projector, log: LocalEventLog) -> None:
+        self.written: dict[int, int] = {}     # partition → next offset after written batches
+        self.committed: dict[int, int] = {}
+        self.violations: list[str] = []
+        real_write = p._write
+
+        async def write(batch, ranges):
+            await real_write(batch, ranges)   # raises when the store refused the batch
+            for part in ranges.split(","):
+                pid, span = part.split(":")
+                nxt = int(span.split("-")[1])
+                self.written[int(pid)] = max(self.written.get(int(pid), 0), nxt)
+
+        p._write = write
+        real_consumer = log.consumer
+
+        def consumer(*args, **kwargs):
+            c = real_consumer(*args, **kwargs)
+            real_commit = c.commit
+
+            async def commit(offsets):
+                for part, o in offsets.items():
+                    if o > self.written.get(part, 0):
+                        self.violations.append(f"commit {part}:{o} past written "
+                                               f"{self.written.get(part)}")
+                    if o < self.committed.get(part, 0):
+                        self.violations.append(f"commit {part}:{o} went back")
+                    self.committed[part] = o
+                await real_commit(offsets)
+
+            c.commit = commit
+            return c
+
+        p._log = type("WatchedLog", (), {"consumer": staticmethod(consumer)})()
+
+
+def _wait_until(cond, timeout_s: float = 10.0) -> bool:
+    """Poll ``cond`` from a non-loop thread (the store thread) until true or timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+async def _runs_table(store: StoreAccess) -> dict[str, tuple[int, int, int]]:
+    rows = await store.call(lambda: store.client.query(
+        f"SELECT run_id, last_seq, version, seq_gaps FROM {DB}.runs FINAL").result_rows)
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def test_write_failing_while_next_batch_is_folded_refolds_both(tmp_path, store):
+    # Batch N's write fails after the loop folded part of batch N+1 over the run states
+    # N left in memory: N+1 must be dropped with those states and both folded again, and
+    # no offset may be committed past N before it is written.
+    runs = [f"ovl-{i}" for i in range(4)]
+    seen = {"calls": 0, "folding_next": None}
+
+    async def main():
+        log = LocalEventLog(tmp_path / "log", partitions=2)
+        await log.start()
+        await append_steps(log, runs, range(1, 101))
+        p = Projector(log, store, SMALL)
+        watched = _Watched(p, log)
+        real_write = p._writer.write
+
+        def failing_second_write(batch, token):
+            seen["calls"] += 1
+            if seen["calls"] == 2:
+                # Runs on the store thread while the loop goes on folding.
+                seen["folding_next"] = _wait_until(lambda: bool(p._next))
+                raise RetryableError("store down (test)")
+            return real_write(batch, token)
+
+        p._writer.write = failing_second_write
+        task = asyncio.create_task(p.run())
+        q = await wait_projected(store, runs, 100)
+        await assert_complete(store, q, runs, 99, no_raw_duplicates=True)
+        # Every event applied exactly once: version = events applied, no gap seen.
+        assert await _runs_table(store) == {r: (100, 100, 0) for r in runs}
+        p.stop()
+        await task
+        assert watched.violations == []
+        # Everything was committed, each offset only after its batch was written.
+        ends = {part: o for part, o in (await log.end_offsets()).items() if o}
+        assert watched.committed == ends
+        await log.close()
+
+    asyncio.run(main())
+    assert seen["folding_next"] is True and seen["calls"] > 2
+
+
+def test_stop_with_a_write_in_flight_writes_and_commits_everything_folded(tmp_path, store):
+    runs = [f"stop-{i}" for i in range(4)]
+
+    async def main():
+        log = LocalEventLog(tmp_path / "log", partitions=2)
+        await log.start()
+        await append_steps(log, runs, range(1, 101))
+        p = Projector(log, store, SMALL)
+        watched = _Watched(p, log)
+        real_write = p._writer.write
+        state = {"calls": 0, "blocked_until_stop": None}
+
+        def slow_first_write(batch, token):
+            state["calls"] += 1
+            if state["calls"] == 1:
+                # Held until stop() was asked while the next batch is being folded.
+                state["blocked_until_stop"] = _wait_until(
+                    lambda: p._stopping.is_set() and bool(p._next))
+            return real_write(batch, token)
+
+        p._writer.write = slow_first_write
+        task = asyncio.create_task(p.run())
+        while p._inflight is None or not p._next:
+            await asyncio.sleep(0.001)
+        p.stop()
+        await task
+        assert state["blocked_until_stop"] is True
+        assert p._inflight is None
+        assert watched.violations == []
+        # Everything folded was written and committed: a second run starts after it and
+        # writes the rest, not one row twice.
+        folded = dict(watched.committed)
+        assert folded and folded == watched.written
+        p2 = Projector(log, store, SMALL)
+        await p2.run(until_caught_up=True)
+        q = await wait_projected(store, runs, 100)
+        await assert_complete(store, q, runs, 99, no_raw_duplicates=True)
+        assert await _runs_table(store) == {r: (100, 100, 0) for r in runs}
+        await log.close()
+
+    asyncio.run(main())
+
+
+def test_revoke_with_a_write_in_flight_waits_for_it_then_commits(tmp_path, store):
+    # A second projector joins while the first one's write is in flight: the revoke waits
+    # for that write, writes and commits the batch being folded, and nothing is lost.
+    runs = [f"rev-{i}" for i in range(8)]
+
+    async def main():
+        log = LocalEventLog(tmp_path / "log", partitions=4)
+        await log.start()
+        await append_steps(log, runs, range(1, 101))
+        # Batches of a few hundred rows folded 10 records per poll: the first projector
+        # polls (and so meets the rebalance) many times while its first write is held.
+        a = Projector(log, store, ProjectorConfig(batch_max_rows=300, batch_max_s=5.0,
+                                                  poll_max_records=10))
+        watched = _Watched(a, log)
+        real_write = a._writer.write
+        state = {"calls": 0, "revoked": False, "in_flight_at_revoke": None}
+        real_revoke = a._on_revoke
+
+        async def on_revoke(partitions):
+            state["in_flight_at_revoke"] = (a._inflight is not None
+                                            and not a._inflight.done())
+            state["revoked"] = True
+            await real_revoke(partitions)
+
+        a._on_revoke = on_revoke
+
+        def held_first_write(batch, token):
+            state["calls"] += 1
+            if state["calls"] == 1:
+                _wait_until(lambda: state["revoked"])
+                time.sleep(0.05)          # the revoke callback is waiting for this write
+            return real_write(batch, token)
+
+        a._writer.write = held_first_write
+        ta = asyncio.create_task(a.run())
+        while a._inflight is None:
+            await asyncio.sleep(0.001)
+        b = Projector(log, store, SMALL)
+        tb = asyncio.create_task(b.run())
+        q = await wait_projected(store, runs, 100, timeout=60)
+        await assert_complete(store, q, runs, 99, no_raw_duplicates=False)
+        assert await _runs_table(store) == {r: (100, 100, 0) for r in runs}
+        assert b.records_applied > 0
+        a.stop()
+        b.stop()
+        await asyncio.gather(ta, tb)
+        assert state["in_flight_at_revoke"] is True
+        assert watched.violations == []
+        await log.close()
+
+    asyncio.run(main())
