@@ -370,8 +370,10 @@ class ApiRun:
 
         One dict per step, ``{"_step": s, "_timestamp": t, key: value, ...}``, sorted by
         step; a key absent at a step is missing from that dict. A key with more points
-        than ``samples`` is cut into ``samples`` equal step ranges, each giving its last
-        point (min/max per range: ``history_series``). ``pandas=True`` → a DataFrame.
+        than ``samples`` is cut into at most ``samples`` equal step ranges (whole 16-step
+        blocks when a range spans 48 steps or more: docs/api.md, "Chart downsampling"),
+        each giving its last point (min/max per range: ``history_series``).
+        ``pandas=True`` → a DataFrame.
         """
         rows = merge_rows(self.history_series(keys, samples))
         if pandas:

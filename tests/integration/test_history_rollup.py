@@ -135,6 +135,19 @@ def expected_line(pts: dict[int, tuple[float, int]], buckets: int, min_step: int
     return jsonable(out)
 
 
+def expected_history(pts: dict[int, tuple[float, int]], buckets: int, min_step: int = 0,
+                     max_step: int = MAX_STEP) -> dict:
+    """The series of ``get_history``: raw when it has at most ``buckets`` points in range,
+    else the line of ``project_history``."""
+    inr = sorted((s, v, t) for s, (v, t) in pts.items() if min_step <= s <= max_step)
+    if len(inr) > buckets:
+        return expected_line(pts, buckets, min_step, max_step)
+    values = [v for _, v, _ in inr]
+    return jsonable({"step": [s for s, _, _ in inr], "value": values, "min": values,
+                     "max": values, "time_us": [t for _, _, t in inr],
+                     "total_points": len(inr), "downsampled": False})
+
+
 def write(client, db: str, log: Log, chunk: int, fresh_states: bool = False) -> None:
     """Fold and write in batches of ``chunk`` records; ``fresh_states``: forget the fold
     state between batches, as a restarted projector does (it reloads from the store)."""
@@ -174,6 +187,9 @@ def loaded(chdb):
 CASES = [  # (buckets, min_step, max_step)
     (100, 0, 0), (1500, 0, 0), (37, 0, 0), (60, 1601, 5555), (20, 17, 8999),
     (40, 3, 190_000), (500, 0, 16 * 40 - 1),
+    # c's 3000 points on ~200,000 steps: get_history answers them raw (rollup grid, then
+    # the points grid), project_history puts several in some buckets.
+    (3000, 0, 0), (5000, 0, 0),
 ]
 
 
@@ -190,6 +206,17 @@ def check_all(client, db: str, log: Log) -> None:
                 buckets, lo, hi, s["run_id"], s["key"])
         assert json.loads(q.project_history_json("e", "p", runs, keys, buckets, lo, hi)) == {
             "series": got}
+        # get_history reads each run's lines the same way (one run, given keys or all).
+        for r in runs:
+            want = {k: expected_history(log.points.get((r, k), {}), buckets, lo,
+                                        hi or MAX_STEP) for k in keys}
+            got = jsonable(q.get_history("e", "p", r, keys, buckets, lo, hi))
+            assert [s.pop("key") for s in got] == keys
+            assert got == [want[k] for k in keys], (buckets, lo, hi, r)
+            every = jsonable(q.get_history("e", "p", r, [], buckets, lo, hi))
+            assert [s.pop("key") for s in every] == sorted(k for k in keys
+                                                           if want[k]["total_points"])
+            assert every == [want[s] for s in sorted(keys) if want[s]["total_points"]]
 
 
 def test_rollup_lines_equal_the_points_on_the_block_grid(chdb, loaded):

@@ -9,6 +9,7 @@ import struct
 import pytest
 from runstream.v1 import events_pb2 as E
 from runstream.v1 import query_pb2
+from runstream_server.api.chart_queries import ROLLUP_BLOCK, ROLLUP_MIN_BLOCKS
 from runstream_server.api.queries import Queries
 from runstream_server.common.errors import (
     ConfigError,
@@ -247,6 +248,50 @@ def test_runs_missing_the_sort_key_sort_last(store):
     assert [r["run_id"] for r in rows][-1] == "b"
 
 
+def test_list_runs_pages_unmerged_versions_duplicates_and_ties(store):
+    """The page's rows are the latest versions that were filtered and sorted, however the
+    row versions lie in parts: older versions in other parts, a batch written twice, a run
+    whose latest version no longer matches the filter, ties broken by run id. Both plans:
+    two phases (narrow filter and sort: tag, name) and one query (config, summary)."""
+    store.command(f"SYSTEM STOP MERGES {DB}.runs")
+    log = Log()
+    for i in range(12):                                            # names, loss: ties in pairs
+        log.add(f"r{i:02d}", "run_start", E.RunStart(
+            name=f"n{i // 2}", tags=["a"] if i % 3 else ["s"],
+            config={"opt": E.JsonValue(json='"adam"' if i % 3 else '"sgd"')}))
+    for i in range(12):
+        log.add(f"r{i:02d}", "log", E.Log(step=0, numbers={"loss": float(i // 2)}))
+    log.add("r01", "config_update", E.ConfigUpdate(set={"opt": E.JsonValue(json='"sgd"')}))
+    log.add("r01", "run_patch", E.RunPatch(tags=["s"], set_tags=True), seq=0)
+    log.add("r04", "delete", E.Delete(), seq=0)
+    states: dict = {}
+    for lo, hi in ((0, 12), (12, 27)):                             # versions in 4 parts:
+        batch = RowBatch()                                         # each batch twice
+        fold_records(states, log.positions()[lo:hi], batch)
+        for token in ("first", "again"):
+            StoreWriter(store, DB).write(batch, f"{lo}:{token}")
+    assert store.query(f"SELECT count() FROM {DB}.runs").result_rows[0][0] == 48
+    q = Queries(store, DB)
+    adam = [f"r{i:02d}" for i in range(12) if i % 3 and i not in (1, 4)]
+    for flt, sort in (({"tags": ["a"]}, "name"), ({"config": [("opt", '"adam"')]}, "summary.loss")):
+        for desc in (False, True):
+            want = sorted(adam, key=lambda r: (-(int(r[1:]) // 2) if desc else int(r[1:]) // 2, r))
+            pages = []
+            for offset in range(0, len(want) + 2, 3):
+                rows, total = q.list_runs("ent", "proj", flt, sort, desc, 3, offset)
+                assert total == len(want)
+                pages += rows
+            assert [r["run_id"] for r in pages] == want, (flt, desc)
+            assert all(r["summary"] == {"loss": float(int(r["run_id"][1:]) // 2)}
+                       and r["config"] == {"opt": '"adam"'} and r["tags"] == ["a"]
+                       for r in pages)
+            assert pages[0] == q.get_run("ent", "proj", pages[0]["run_id"])
+    # Versions merged away between the two phases: those runs are read with FINAL (a
+    # deleted one drops out); a version still stored is read as it is.
+    rows = q._page_rows("ent", "proj", [("r02", 1), ("r04", 99), ("r05", 99)])
+    assert [(r["run_id"], r["summary"]) for r in rows] == [("r02", {}), ("r05", {"loss": 2.0})]
+
+
 def test_list_runs_validation(store):
     q = Queries(store, DB)
     for sort, limit, offset in (("bogus", 0, 0), ("summary.", 0, 0), ("name", 1001, 0),
@@ -367,7 +412,14 @@ def test_downsampling_in_the_database(store):
             log.add("d", "log", E.Log(step=i * 3, numbers={"y": values[i]}))
     fold_and_write(store, log)
     q = Queries(store, DB)
-    for buckets, min_step, max_step in ((100, 0, 0), (1500, 0, 0), (37, 3000, 9000), (7, 0, 30)):
+    blk = ROLLUP_BLOCK
+
+    def grid(a: int, b: int) -> int:        # bucket width cutting a..b into ≤ buckets
+        return 1 if b - a + 1 <= buckets else -(-(b - a + 1) // buckets)
+
+    for buckets, min_step, max_step in ((100, 0, 0), (1500, 0, 0), (37, 3000, 9000),
+                                        (7, 0, 30), (37, 3001, 9000), (200, 1, 2000),
+                                        (4000, 1, 0)):
         (s,) = q.get_history("ent", "proj", "d", ["y"], buckets, min_step, max_step)
         hi_step = max_step or 3 * (n - 1)
         pts = [(i * 3, values[i]) for i in range(n) if min_step <= i * 3 <= hi_step]
@@ -376,11 +428,22 @@ def test_downsampling_in_the_database(store):
             assert not s["downsampled"] and s["step"] == [p[0] for p in pts]
             continue
         assert s["downsampled"] and 0 < len(s["step"]) <= buckets
-        lo, hi = pts[0][0], pts[-1][0]
-        width = -(-(hi - lo + 1) // buckets)
+        # The grid spans the series' steps (0 … 3(n-1)) clipped to the range; buckets at
+        # least 3 blocks wide are cut at 16-step blocks instead (docs/api.md).
+        lo, hi = max(0, min_step), min(3 * (n - 1), hi_step)
+        width = grid(lo, hi)
+        if width >= ROLLUP_MIN_BLOCKS * blk:
+            lo_b, w_b = lo // blk, grid(lo // blk, hi // blk)
+            assert w_b * blk >= width
+
+            def bucket(st: int, lo_b=lo_b, w_b=w_b) -> int:
+                return (st // blk - lo_b) // w_b
+        else:
+            def bucket(st: int, lo=lo, width=width) -> int:
+                return (st - lo) // width
         expect: dict[int, list] = {}
         for st, v in pts:
-            expect.setdefault((st - lo) // width, []).append((st, v))
+            expect.setdefault(bucket(st), []).append((st, v))
         assert len(s["step"]) == len(expect)
         for j, b in enumerate(sorted(expect)):
             group = expect[b]

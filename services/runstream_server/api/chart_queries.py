@@ -18,6 +18,8 @@ ranges into equal-width buckets:
   blocks in range come from it, the partial blocks at the range's edges and blocks
   with a rewritten step from ``history_numeric`` FINAL. The answer is the same as the
   points would give on that grid (tests/integration/test_history_rollup.py).
+  ``Queries.get_history`` (one run, its keys) plans and reads its downsampled lines the
+  same way: ``_plan_grid`` and ``_read_lines``.
 - ``bands``: the key's step range over the matching runs is cut into at most ``buckets``
   buckets; per run and bucket the last value (at the highest step) counts; per group and
   bucket: mean, population standard deviation, min and max over the group's runs whose
@@ -73,33 +75,34 @@ _BUCKETS_SQL = (
 # are in blocks. Whole blocks in [{full_lo}, {full_hi}] come from the rollup but for the
 # rewritten ones ({skip}); those and the partial blocks at the range's edges ({exact},
 # when there are any) from the points under FINAL, folded into the same per-block shape.
-# Both are explicit step ranges, so the primary key prunes the points read.
+# Both are explicit step ranges, so the primary key prunes the points read. Blocks are
+# grouped by line number and block, two integers (faster than run_id, key, block); the
+# line is ``ln``, as the raw part's WITH alias ``line`` reaches every part of the UNION.
 _ROLLUP_SQL = (
-    "WITH {line} AS line "
-    "SELECT line * {shift} + least(intDiv(block - {{lo:Array(UInt64)}}[line], "
-    "{{width:Array(UInt64)}}[line]), {{last:Array(UInt64)}}[line]) AS g, "
+    "SELECT ln * {shift} + least(intDiv(block - {{lo:Array(UInt64)}}[ln], "
+    "{{width:Array(UInt64)}}[ln]), {{last:Array(UInt64)}}[ln]) AS g, "
     "toUInt64(bitShiftRight(max(l), 192)) AS b_step, "
     "reinterpretAsFloat64(toUInt64(bitAnd(bitShiftRight(max(l), 64), {low64}))) AS b_value, "
     "min(mn) AS b_min, max(mx) AS b_max, "
     "reinterpretAsInt64(toUInt64(bitAnd(max(l), {low64}))) AS b_time_us, "
     "sum(n) AS b_points FROM ("
-    "SELECT run_id, key, block, toUInt64(bitCount(groupBitOr(steps))) AS n, "
+    "SELECT {line} AS ln, block, toUInt64(bitCount(groupBitOr(steps))) AS n, "
     "min(min_value) AS mn, max(max_value) AS mx, max(last) AS l "
     "FROM {db}.history_rollup WHERE {roll_where} "
     "AND block >= {{full_lo:Int64}} AND block <= {{full_hi:Int64}} AND NOT {skip} "
-    "GROUP BY run_id, key, block{exact}) "
-    "WHERE {{path:Array(UInt8)}}[line] = 1 GROUP BY g")
+    "GROUP BY ln, block{exact}) "
+    "WHERE {{path:Array(UInt8)}}[ln] = 1 GROUP BY g")
 # history_rollup.last of points (migration 0007): step, seq, value's bits, ts packed.
 _PACK = ("max(bitOr(bitOr(bitShiftLeft(toUInt256(step), 192), bitShiftLeft(toUInt256(seq), "
          "128)), bitOr(bitShiftLeft(toUInt256(reinterpretAsUInt64(value)), 64), "
          "toUInt256(reinterpretAsUInt64(toUnixTimestamp64Micro(ts))))))")
 _EXACT_SQL = (
     " UNION ALL "
-    "SELECT run_id, key, intDiv(step, 16) AS block, count() AS n, min(value) AS mn, "
+    "SELECT {line} AS ln, intDiv(step, 16) AS block, count() AS n, min(value) AS mn, "
     f"max(value) AS mx, {_PACK} AS l "
     "FROM {db}.history_numeric FINAL WHERE {roll_where} "
     "AND step >= {{min_step:UInt64}} AND step <= {{max_step:UInt64}} AND {exact} "
-    "GROUP BY run_id, key, block")
+    "GROUP BY ln, block")
 _ROLL_WHERE = ("entity = {entity:String} AND project = {project:String} "
                "AND run_id IN {roll_ids:Array(String)} AND key IN {keys:Array(String)}")
 # One rewritten block range of one line; {i} numbers the ranges of a request.
@@ -197,6 +200,12 @@ class ChartQueries:
         ``NotFoundError`` for a project without runs.
         """
         plan = self._plan_lines(entity, project, run_ids, keys, buckets, min_step, max_step)
+        series = self._read_lines(plan)
+        return [series[rk] for rk in plan.order]
+
+    def _read_lines(self, plan: _LinePlan) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every line of ``plan`` (``_plan_grid``): (run, key) → Series dict with
+        ``run_id``; lines without points in range are empty. One query."""
         series = {rk: _empty_line(*rk) for rk in plan.order}
         if plan.params is not None:
             cols = self._query_np(
@@ -216,7 +225,7 @@ class ChartQueries:
                 s["time_us"] = cols["b_time_us"][a:b].tolist()
                 s["total_points"] = int(cols["b_points"][a:b].sum())
                 s["downsampled"] = s["total_points"] > b - a
-        return [series[rk] for rk in plan.order]
+        return series
 
     def project_history_json(self, entity: str, project: str, run_ids: list[str],
                              keys: list[str], buckets: int, min_step: int,
@@ -256,7 +265,7 @@ class ChartQueries:
             exact = [_RANGE.format(i=i, col="step", a="sa", b="sb") for i in rng]
             if plan.edges:
                 exact[:0] = ["step < {edge_lo:UInt64}", "step > {edge_hi:UInt64}"]
-            exact_sql = _EXACT_SQL.format(db=self.db, roll_where=_ROLL_WHERE,
+            exact_sql = _EXACT_SQL.format(line=_LINE, db=self.db, roll_where=_ROLL_WHERE,
                                           exact="(" + " OR ".join(exact) + ")")
             parts.append(_ROLLUP_SQL.format(
                 line=_LINE, shift=_LINE_SHIFT, db=self.db, roll_where=_ROLL_WHERE,
@@ -268,7 +277,7 @@ class ChartQueries:
 
     def _plan_lines(self, entity: str, project: str, run_ids: list[str], keys: list[str],
                     buckets: int, min_step: int, max_step: int) -> _LinePlan:
-        """Check the request, read each line's step range, and lay out the bucket grid."""
+        """Check the request of ``project_history``, then ``_plan_grid``."""
         runs = _distinct(run_ids)
         keys = _distinct(keys)
         if not 1 <= len(runs) <= MAX_CHART_RUNS:
@@ -286,7 +295,24 @@ class ChartQueries:
                 f"runs × keys × buckets = {len(runs) * len(keys) * buckets} is more than "
                 f"{MAX_CHART_POINTS}: ask for fewer runs, keys or buckets")
         min_step, max_step = _check_steps(min_step, max_step)
-        base = {"entity": entity, "project": project, "ids": runs, "keys": keys}
+        plan = self._plan_grid(entity, project, runs, keys, buckets, min_step, max_step)
+        if not plan.known:
+            self._require_project(entity, project)
+        return plan
+
+    def _plan_grid(self, entity: str, project: str, runs: list[str], keys: list[str] | None,
+                   buckets: int, min_step: int, max_step: int) -> _LinePlan:
+        """Read which runs exist (not deleted), each line's step range and the rewritten
+        rollup blocks in range (one query), and lay out the bucket grid.
+
+        Arguments already checked: distinct ``runs`` and ``keys``, ``buckets`` ≥ 1,
+        ``min_step`` ≤ ``max_step``. ``keys`` None: every numeric key the runs logged
+        (sorted). ``plan.known``: the runs that exist; ``plan.order``: their lines.
+        """
+        key_cond = "" if keys is None else " AND key IN {keys:Array(String)}"
+        base = {"entity": entity, "project": project, "ids": runs}
+        if keys is not None:
+            base["keys"] = keys
         blk = ROLLUP_BLOCK
         full_lo, full_hi = -(-min_step // blk), (max_step + 1) // blk - 1  # whole blocks
         # The runs that exist (not deleted) and the step range of each of their lines.
@@ -297,24 +323,26 @@ class ChartQueries:
             "AND deleted = 0 "
             "UNION ALL SELECT run_id, toString(key), min(min_step), max(max_step), 1 "
             f"FROM {self.db}.history_series WHERE entity = {{entity:String}} "
-            "AND project = {project:String} AND run_id IN {ids:Array(String)} "
-            "AND key IN {keys:Array(String)} GROUP BY run_id, key "
+            f"AND project = {{project:String}} AND run_id IN {{ids:Array(String)}}{key_cond} "
+            "GROUP BY run_id, key "
             # the whole rollup blocks in range with a rewritten step (read from the points)
             "UNION ALL SELECT run_id, toString(key), block, block, 2 "
             f"FROM {self.db}.history_rollup WHERE entity = {{entity:String}} "
-            "AND project = {project:String} AND run_id IN {ids:Array(String)} "
-            "AND key IN {keys:Array(String)} AND rewrite = 1 "
+            f"AND project = {{project:String}} AND run_id IN {{ids:Array(String)}}{key_cond} "
+            "AND rewrite = 1 "
             "AND block >= {full_lo:Int64} AND block <= {full_hi:Int64} "
             "GROUP BY run_id, key, block",
             dict(base, full_lo=full_lo, full_hi=full_hi),
             "reading series step ranges").result_rows
         known = {r[0] for r in rows if r[4] == 0}
-        if not known:
-            self._require_project(entity, project)
+        if keys is None:
+            keys = sorted({r[1] for r in rows if r[4] == 1 and r[0] in known})
+            base["keys"] = keys
         ranges = {(r[0], r[1]): (max(int(r[2]), min_step), min(int(r[3]), max_step))
                   for r in rows if r[4] == 1 and r[0] in known}
         ranges = {rk: lh for rk, lh in ranges.items() if lh[0] <= lh[1]}
-        plan = _LinePlan(order=[(r, k) for r in runs if r in known for k in keys])
+        plan = _LinePlan(order=[(r, k) for r in runs if r in known for k in keys],
+                         known=known)
         if not ranges:
             return plan
         rewritten: dict[tuple[str, str], list[int]] = {}
@@ -444,6 +472,7 @@ class ChartQueries:
 @dataclass
 class _LinePlan:
     order: list[tuple[str, str]]                  # the lines answered, in request order
+    known: set[str] = field(default_factory=set)  # the runs that exist (not deleted)
     line_of: dict[int, tuple[str, str]] = field(default_factory=dict)  # line no → (run, key)
     params: dict[str, Any] | None = None          # None: no line has points in range
     raw_ids: list[str] = field(default_factory=list)   # runs with a line read from points
