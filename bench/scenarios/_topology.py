@@ -414,9 +414,16 @@ def http_json(url: str, timeout_s: float = 60) -> dict:
 
 
 def count_runs(http: str, entity: str, project: str, state: str) -> int:
-    """Runs of the project in ``state`` (one query: the page's window count)."""
-    return http_json(f"{http}/api/v1/projects/{entity}/{project}/runs?state={state}"
-                     f"&limit=1")["total"]
+    """Runs of the project in ``state`` (one query: the page's window count); 0 while
+    the project has no projected run yet (the API answers 404 for it)."""
+    import urllib.error
+    try:
+        return http_json(f"{http}/api/v1/projects/{entity}/{project}/runs?state={state}"
+                         f"&limit=1")["total"]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return 0
+        raise
 
 
 def list_runs(http: str, entity: str, project: str) -> list[dict]:

@@ -33,7 +33,8 @@ stored as float64 as the client sends them). Data: R runs × {KEYS} keys × S st
 {JITTER_US // 1000} ms, seq = step + 2), added with `RowBatch.numeric.add` and written with
 `StoreWriter.write` (Arrow insert into `history_numeric`; its materialized views fill
 `history_rollup` and `history_series`) in batches of ~{BATCH_POINTS:,} points holding every
-run (as a projector writes them), background merges stopped. Two value sets: **{NOISY}**
+run (as a projector writes them), background merges stopped, every part Wide
+(`min_bytes_for_wide_part = 0`, as a real table's parts are). Two value sets: **{NOISY}**
 (decreasing curves with float32 Gaussian noise: the pessimistic case) and **{TYPICAL}**
 (train/val loss and accuracy curves, a warm-up + cosine learning rate, epoch, grad norm,
 throughput, GPU memory in whole MB, loss scale). Per repetition and case a fresh
@@ -162,6 +163,10 @@ def _column_bytes(client, db: str) -> dict[str, int] | None:
 
 def _measure(client, db: str, case: str, p: dict) -> dict:
     apply_migrations(client, db)
+    # Every part Wide (one file per column), as the parts of a real history table are: a
+    # small run's parts would otherwise be Compact and their columns not measurable.
+    client.command(f"ALTER TABLE {db}.history_numeric MODIFY SETTING "
+                   "min_bytes_for_wide_part = 0, min_rows_for_wide_part = 0")
     for t in HISTORY:
         client.command(f"SYSTEM STOP MERGES {db}.{t}")
     t0 = time.perf_counter()
