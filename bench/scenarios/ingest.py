@@ -133,10 +133,17 @@ def _cases(p: dict) -> list[tuple[int, int]]:
 
 
 def setup(ctx):
+    return start_topologies(ctx)
+
+
+def start_topologies(ctx, heartbeat_timeout_s: float = 60.0) -> dict:
+    """``{"topos": {mode: Topology}}``: every deployment of ``ctx.params["modes"]``
+    started (the reaper's ``heartbeat_timeout_s``) and warmed up; when one fails,
+    everything started is stopped again and the error raised."""
     state: dict = {"topos": {}}
     try:
         for mode in ctx.params["modes"]:
-            t = topo_mod.make(mode, ctx.tmp / mode)
+            t = topo_mod.make(mode, ctx.tmp / mode, heartbeat_timeout_s)
             state["topos"][mode] = t
             ctx.log(f"{mode} up in {t.start_s:.1f} s: gRPC {t.grpc}, HTTP {t.http}")
             ctx.note(f"{mode}: start (processes up and ready) {t.start_s:.1f} s.")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 
 from ..harness import Metric
-from . import _topology as topo_mod
 from ._topology import LoadGen, list_runs, missing_points, wait_runs
-from .ingest import ENTITY, _gen_usage, _Watch, warm_up
+from .ingest import (
+    ENTITY,
+    _gen_usage,
+    _Watch,
+    start_topologies,
+    teardown,  # noqa: F401  (this scenario's teardown: stop the deployments)
+)
 
 ORDER = 52
 TITLE = "Sweep (issue 5): 10,000 concurrent runs, heartbeats, no false crashes"
@@ -89,25 +94,7 @@ def params(quick: bool) -> dict:
 
 
 def setup(ctx):
-    state: dict = {"topos": {}}
-    try:
-        for mode in ctx.params["modes"]:
-            t = topo_mod.make(mode, ctx.tmp / mode, ctx.params["heartbeat_timeout_s"])
-            state["topos"][mode] = t
-            ctx.log(f"{mode} up in {t.start_s:.1f} s: gRPC {t.grpc}, HTTP {t.http}")
-            warm_up(ctx, t)
-    except BaseException:
-        teardown(ctx, state)
-        raise
-    return state
-
-
-def teardown(ctx, state) -> None:
-    problems = []
-    for t in state["topos"].values():
-        problems += t.stop()
-    if problems:
-        raise RuntimeError("; ".join(problems))
+    return start_topologies(ctx, ctx.params["heartbeat_timeout_s"])
 
 
 def run_rep(ctx, state) -> dict:
