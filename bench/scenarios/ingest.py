@@ -9,7 +9,9 @@ import urllib.error
 
 from ..harness import Metric
 from . import _topology as topo_mod
+from ._anchors import mlflow_anchor, versions, wandb_anchor
 from ._topology import KafkaLag, LoadGen, Sampler, missing_points, wait_runs
+from .anchors import MLFLOW_CASE, WANDB_CASE
 
 ORDER = 50
 TITLE = "Server ingest (issue 5): throughput end to end and freshness, embedded and Kafka"
@@ -56,7 +58,15 @@ in the benchmark process reads `GET /api/v1/runs/<e>/<p>/<run>/history?keys=m0&b
 of the probes in turn (a probe every ~0.1 s) and notes each answer's last step and
 arrival. Freshness of a request = the first answer with its last step or later
 (arrival) − its ack; p50/p99/max over every probe request. The generator, the server
-processes, the broker and the poller share the 2 cores."""
+processes, the broker and the poller share the 2 cores.
+**Anchors, same repetition**: before the cases of each repetition (the deployments idle)
+the `anchors` scenario's two workloads run once each (`bench/scenarios/_anchors.py`, each
+in a fresh child process under its own virtualenv): wandb offline, `anchor_wandb_calls` ×
+`log()` of 10 metrics, and MLflow `log_batch` of 1,000 metrics against sqlite until
+`anchor_mlflow_points`. Every throughput case then has **× wandb** and **× MLflow** =
+its points/s end to end ÷ the anchor's points/s of the same repetition, and **server CPU
+µs/point** = server-side CPU cores (all processes but the generator) ÷ points/s end to
+end, next to the anchors' CPU µs/point (client process and helpers)."""
 METRICS = [
     Metric("pts_s", "points/s end to end"),
     Metric("ack_pts_s", "acked points/s"),
@@ -74,6 +84,10 @@ METRICS = [
     Metric("rss_projector", "projector+api RSS MiB", lower_is_better=True),
     Metric("rss_broker", "broker RSS MiB", lower_is_better=True),
     Metric("lag_max", "Kafka lag max (records)", lower_is_better=True),
+    Metric("cpu_us_pt", "server CPU µs/point (anchors: client)", lower_is_better=True),
+    Metric("x_wandb", "× wandb points/s"),
+    Metric("x_mlflow", "× MLflow points/s"),
+    Metric("points_s", "anchor points/s"),
 ]
 REPS = 3
 ENTITY = "bench"
@@ -86,7 +100,10 @@ WARM_UP_S = 2.0            # of load before the first repetition (see warm_up)
 FULL_CASES = ["100x10", "1000x10", "1000x100"]
 # An even tinier run (the harness's --smoke), merged over params(True).
 SMOKE = {"modes": ["embedded", "kafka"], "cases": ["20x10"], "duration_s": 0.5, "freshness_s": 1.5,
-         "probe_runs": 2}
+         "probe_runs": 2, "anchor_wandb_calls": 500, "anchor_mlflow_points": 2_000}
+# The issue's ratios to one client of each anchor, for the embedded deployment.
+TARGET_X_WANDB = 20
+TARGET_X_MLFLOW = 75
 
 
 def _case_name(mode: str, runs: int, metrics: int) -> str:
@@ -100,13 +117,21 @@ def _fresh_name(mode: str, runs: int, metrics: int, share: float) -> str:
 GOALS = [
     *({"label": f"throughput, {label}, {c.replace('x', ' runs × ')} metrics",
        "case": _case_name(mode, *map(int, c.split("x"))), "metric": "pts_s",
-       "target": target, "higher_is_better": True}
+       "target": target, "higher_is_better": True,
+       "anchor": {"case": WANDB_CASE, "metric": "points_s", "label": "wandb"}}
       for mode, label, target in (("embedded", "embedded", 500_000),
                                   ("kafka", "Kafka", 300_000))
       for c in FULL_CASES),
     *({"label": f"freshness at 50 % load, {m}", "case": _fresh_name(m, 100, 10, 0.5),
        "metric": "p99_s", "target": 2.0, "higher_is_better": False}
       for m in ("embedded", "kafka")),
+    *({"label": f"throughput, embedded, {c.replace('x', ' runs × ')} metrics ≥ "
+                f"{target}× {name} (per-repetition ratio)",
+       "case": _case_name("embedded", *map(int, c.split("x"))), "metric": metric,
+       "target": target, "higher_is_better": True}
+      for c in FULL_CASES
+      for name, metric, target in (("wandb", "x_wandb", TARGET_X_WANDB),
+                                   ("MLflow log_batch", "x_mlflow", TARGET_X_MLFLOW))),
 ]
 
 
@@ -125,7 +150,10 @@ def params(quick: bool) -> dict:
             "window": 4,
             "freshness_share": 0.5,
             "freshness_s": 4.0 if quick else 15.0,
-            "probe_runs": 3}
+            "probe_runs": 3,
+            # the anchors scenario's sizes (a wandb run of 100k calls is ~20 s)
+            "anchor_wandb_calls": 5_000 if quick else 100_000,
+            "anchor_mlflow_points": 10_000 if quick else 100_000}
 
 
 def _cases(p: dict) -> list[tuple[int, int]]:
@@ -133,6 +161,7 @@ def _cases(p: dict) -> list[tuple[int, int]]:
 
 
 def setup(ctx):
+    ctx.note("Anchors: " + versions(ctx))      # installs their venvs if needed (untimed)
     return start_topologies(ctx)
 
 
@@ -181,14 +210,19 @@ def teardown(ctx, state) -> None:
 
 def run_rep(ctx, state) -> dict:
     p = ctx.params
-    out = {}
+    out = _anchors(ctx)
+    wb, ml = out[WANDB_CASE], out[MLFLOW_CASE]
     for mode, topo in state["topos"].items():
         first = None
         for runs, metrics in _cases(p):
             r = _throughput(ctx, topo, runs, metrics)
+            r["cpu_us_pt"] = r["cpu_servers"] / r["pts_s"] * 1e6
+            r["x_wandb"] = r["pts_s"] / wb["points_s"]
+            r["x_mlflow"] = r["pts_s"] / ml["points_s"]
             out[_case_name(mode, runs, metrics)] = r
             first = first or (runs, metrics, r["pts_s"])
-            ctx.log(f"{mode} {runs}×{metrics}: {r['pts_s']:,.0f} points/s end to end, "
+            ctx.log(f"{mode} {runs}×{metrics}: {r['pts_s']:,.0f} points/s end to end "
+                    f"({r['x_wandb']:.1f}× wandb, {r['x_mlflow']:.0f}× MLflow), "
                     f"{r['ack_pts_s']:,.0f} acked, drain {r['drain_s']:.1f} s")
         runs, metrics, max_pts = first
         f = _freshness(ctx, topo, runs, metrics, p["freshness_share"] * max_pts)
@@ -196,6 +230,16 @@ def run_rep(ctx, state) -> dict:
         ctx.log(f"{mode} freshness at {f['offered_pts_s']:,.0f} points/s: p50 {f['p50_s']:.2f} "
                 f"s, p99 {f['p99_s']:.2f} s ({f['samples']} samples)")
     return out
+
+
+def _anchors(ctx) -> dict:
+    """One wandb and one MLflow anchor run (the anchors scenario's cases and metrics)."""
+    p = ctx.params
+    wb = wandb_anchor(ctx, p["anchor_wandb_calls"])
+    ml = mlflow_anchor(ctx, p["anchor_mlflow_points"])
+    ctx.log(f"anchors: wandb {wb['points_s']:,.0f} points/s, MLflow {ml['points_s']:,.0f}")
+    return {WANDB_CASE: {"points_s": wb["points_s"], "cpu_us_pt": wb["cpu_us_pt"]},
+            MLFLOW_CASE: {"points_s": ml["points_s"], "cpu_us_pt": ml["cpu_us_pt"]}}
 
 
 def _gen_cfg(ctx, topo, project: str, runs: int, metrics: int, **kw) -> dict:
