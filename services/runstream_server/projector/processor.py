@@ -162,7 +162,9 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from runstream.v1 import events_pb2
+from runstream.v1 import events_pb2, views_pb2
+
+from .log_layout import decode_numbers
 
 HISTORY_NUMERIC = "history_numeric"
 HISTORY_OTHER = "history_other"
@@ -352,23 +354,21 @@ WORKSPACES_SCHEMA = pa.schema([
 class _History:
     """Rows of one history table, stored as segments (one per Log event) + per-point lists.
 
-    Appending a Log event costs two C-level ``extend`` calls; the run/step/time/seq
+    Appending a Log event costs three C-level ``extend`` calls; the run/step/time/seq
     columns are expanded with ``numpy.repeat`` only when the batch is converted.
     """
 
-    __slots__ = ("runs", "run_index", "seg_run", "seg_step", "seg_ts", "seg_seq", "seg_len",
-                 "seg_rewrite", "keys", "values", "numeric")
+    __slots__ = ("runs", "run_index", "segs", "keys", "values", "numeric")
+
+    # One segment = these uint64 fields, interleaved in ``segs`` (times are clamped to
+    # >= 0, so every field fits).
+    _SEG_FIELDS = 6      # run index, step, ts, seq, point count, rewrite
 
     def __init__(self, numeric: bool) -> None:
         self.numeric = numeric
         self.runs: list[RunKey] = []
         self.run_index: dict[RunKey, int] = {}
-        self.seg_run = array("q")
-        self.seg_step = array("Q")
-        self.seg_ts = array("q")
-        self.seg_seq = array("Q")
-        self.seg_len = array("q")
-        self.seg_rewrite = array("B")
+        self.segs = array("Q")
         self.keys: list[str] = []
         self.values: array | list[str] = array("d") if numeric else []
 
@@ -388,22 +388,17 @@ class _History:
         if i is None:
             i = self.run_index[run] = len(self.runs)
             self.runs.append(run)
-        self.seg_run.append(i)
-        self.seg_step.append(step)
-        self.seg_ts.append(ts)
-        self.seg_seq.append(seq)
-        self.seg_len.append(len(keys))
-        self.seg_rewrite.append(rewrite)
+        self.segs.extend((i, step, ts, seq, len(keys), rewrite))
 
     def to_arrow(self) -> pa.Table:
-        lens = (np.frombuffer(self.seg_len, dtype=np.int64) if self.seg_len
-                else np.zeros(0, np.int64))
+        segs = (np.frombuffer(self.segs, dtype=np.uint64) if self.segs
+                else np.zeros(0, np.uint64)).reshape(-1, self._SEG_FIELDS)
+        lens = segs[:, 4].astype(np.int64)
 
-        def rep(buf: array, dtype) -> np.ndarray:
-            a = np.frombuffer(buf, dtype=dtype) if len(buf) else np.zeros(0, dtype)
-            return np.repeat(a, lens)
+        def rep(col: int, dtype) -> np.ndarray:
+            return np.repeat(segs[:, col].astype(dtype), lens)
 
-        run_idx = rep(self.seg_run, np.int64)
+        run_idx = rep(0, np.int64)
 
         def ident(pos: int) -> pa.DictionaryArray:
             uniq: dict[str, int] = {}
@@ -418,7 +413,7 @@ class _History:
             vals = pa.array(np.frombuffer(self.values, dtype=np.float64)
                             if len(self.values) else np.zeros(0, np.float64))
             vname = "value"
-            extra["rewrite"] = pa.array(rep(self.seg_rewrite, np.uint8))
+            extra["rewrite"] = pa.array(rep(5, np.uint8))
         else:
             vals = pa.array(self.values, pa.string())
             vname = "value_json"
@@ -427,10 +422,10 @@ class _History:
             "project": ident(1),
             "run_id": ident(2),
             "key": pa.array(self.keys, pa.string()).dictionary_encode(),
-            "step": pa.array(rep(self.seg_step, np.uint64)),
-            "ts": pa.array(rep(self.seg_ts, np.int64)).cast(_TS),
+            "step": pa.array(rep(1, np.uint64)),
+            "ts": pa.array(rep(2, np.int64)).cast(_TS),
             vname: vals,
-            "seq": pa.array(rep(self.seg_seq, np.uint64)),
+            "seq": pa.array(rep(3, np.uint64)),
             **extra,
         })
 
@@ -512,24 +507,65 @@ def fold_record(states: MutableMapping[RunKey, RunState],
     stats = batch.stats
     stats.records += 1
     if isinstance(record, (bytes, bytearray, memoryview)):
-        rec = decode_record(bytes(record))
+        raw = bytes(record)
+        fast = _decode_fast(raw)
+        if fast is not None:
+            _fold_events(states, *fast, partition, offset, batch)
+            return
+        rec = decode_record(raw)
         if rec is None:
             stats.undecodable += 1
             return
     else:
         rec = record
-    record_time = rec.server_time_us
+    _fold_events(states, rec.events, None, rec.server_time_us, partition, offset, batch)
+
+
+def _decode_fast(raw: bytes) -> tuple[list, list, int] | None:
+    """``(event views, decoded Log bodies, record time)`` of a record made of Log events
+    of numbers (and heartbeats) only, each Log body decoded by ``log_layout``; None for
+    any other record, which takes the general parse (``decode_record``). Both give the
+    same fold: the views hold every field of the record and its events but the bodies,
+    and ``decode_numbers`` accepts only bodies it reads exactly as the full parse would."""
+    try:
+        view = views_pb2.LogRecordView.FromString(raw)
+    except (DecodeError, ValueError):
+        return None
+    events = view.events
+    logs: list = []
+    for ev in events:
+        kind = ev.WhichOneof("body")
+        if kind == "log":
+            d = decode_numbers(ev.log)
+            if d is None:
+                return None
+            logs.append(d)
+        elif kind == "heartbeat" and not ev.heartbeat:
+            logs.append(None)
+        else:
+            return None
+    return events, logs, view.server_time_us
+
+
+def _fold_events(states: MutableMapping[RunKey, RunState], events, logs: list | None,
+                 record_time: int, partition: int, offset: int, batch: RowBatch) -> None:
+    """The rules of the module docstring over one record's events: full ``Event``
+    messages (``logs`` None), or the views and decoded Log bodies of ``_decode_fast``."""
+    stats = batch.stats
     # Per run: was this record already applied (decided once, before any event applies)?
     replayed: dict[RunKey, bool] = {}
-    for ev in rec.events:
-        if not (ev.run_id and ev.project and ev.entity):
-            if not ev.run_id and ev.HasField("workspace_saved"):
+    key = RunKey("", "", "")     # the previous event's run (a record is mostly one run)
+    for i, ev in enumerate(events):
+        run_id, project, entity = ev.run_id, ev.project, ev.entity
+        if not (run_id and project and entity):
+            if not run_id and ev.HasField("workspace_saved"):
                 _workspace_saved(ev, ev.server_time_us or record_time, partition, offset,
                                  batch)
             else:
                 stats.invalid += 1
             continue
-        key = RunKey(ev.entity, ev.project, ev.run_id)
+        if run_id != key.run_id or project != key.project or entity != key.entity:
+            key = RunKey(entity, project, run_id)
         st = states.get(key)
         skip = replayed.get(key)
         if skip is None:
@@ -547,7 +583,7 @@ def fold_record(states: MutableMapping[RunKey, RunState],
                 stats.invalid += 1
                 continue
             if st is None:
-                st = states[key] = RunState(ev.entity, ev.project, ev.run_id, name=ev.run_id,
+                st = states[key] = RunState(entity, project, run_id, name=run_id,
                                             start_time=now)
                 st.state_cause = ("started" if kind == "run_start" else
                                   f"first event was {kind or 'event'} seq {seq} "
@@ -578,7 +614,13 @@ def fold_record(states: MutableMapping[RunKey, RunState],
                                           and ev.crashed.after_seq == st.last_seq):
                 stats.stale += 1
                 continue
-        if kind is not None:
+        if logs is not None:
+            d = logs[i]
+            if d is not None:
+                step, keys, values = d
+                _log_points(st, key, step, clamp_time_us(ev.client_time_us or now), seq,
+                            keys, values, (), (), batch)
+        elif kind is not None:
             _APPLY[kind](st, ev, now, batch)
         st.applied_partition = partition
         st.applied_offset = offset
@@ -647,15 +689,23 @@ def _run_start(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) ->
 
 def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
     lg = ev.log
-    ts = clamp_time_us(ev.client_time_us or now)
     numbers = lg.numbers
     others = lg.others
-    if numbers:
-        # Iterating the map and indexing it are C calls; its keys()/values()/items() views
-        # and dict.update(map) iterate in Python and cost twice as much (the hot path).
-        keys = list(numbers)
-        values = list(map(numbers.__getitem__, keys))
-        step = lg.step
+    # Iterating the map and indexing it are C calls; its keys()/values()/items() views
+    # and dict.update(map) iterate in Python and cost twice as much (the hot path).
+    keys = list(numbers)
+    other_keys = list(others)
+    _log_points(st, st.key, lg.step, clamp_time_us(ev.client_time_us or now), ev.seq,
+                keys, list(map(numbers.__getitem__, keys)),
+                other_keys, [others[k].json for k in other_keys], batch)
+
+
+def _log_points(st: RunState, run: RunKey, step: int, ts: int, seq: int, keys: list[str],
+                values, other_keys: list[str], texts, batch: RowBatch) -> None:
+    """A Log event of run ``run`` (``st.key``): its numbers (``keys``/``values``) and other
+    values (``other_keys``/JSON ``texts``) at ``step``; ``keys`` is not mutated and may be
+    shared."""
+    if keys:
         if step > st.last_step:
             rewrite = False
             st.step_keys = keys
@@ -665,7 +715,7 @@ def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
             st.step_keys = st.step_keys + keys
         else:       # a point of this step may exist already: its block takes the exact path
             rewrite = True
-        batch.numeric.add(st.key, step, ts, ev.seq, keys, values, rewrite)
+        batch.numeric.add(run, step, ts, seq, keys, values, rewrite)
         if st.summary_modes:
             _summarize(st, keys, values)
         else:
@@ -674,22 +724,20 @@ def _log(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
             pop = st.summary_other.pop
             for k in keys:
                 pop(k, None)
-    if others:
-        keys = list(others)
-        texts = [others[k].json for k in keys]
-        batch.other.add(st.key, lg.step, ts, ev.seq, keys, texts)
-        st.summary_other.update(zip(keys, texts, strict=True))
+    if other_keys:
+        batch.other.add(run, step, ts, seq, other_keys, texts)
+        st.summary_other.update(zip(other_keys, texts, strict=True))
         pop = st.summary.pop
-        for k in keys:
+        for k in other_keys:
             pop(k, None)
         if st.summary_modes:
             modes, globs = st.summary_modes, _globs(st.summary_modes)
-            for k in keys:
+            for k in other_keys:
                 if _mode_of(modes, globs, k) == "none":
                     st.summary_other.pop(k, None)
-    if lg.step > st.last_step:
-        st.last_step = lg.step
-        if not numbers:
+    if step > st.last_step:
+        st.last_step = step
+        if not keys:
             st.step_keys = []
 
 
