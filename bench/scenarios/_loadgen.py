@@ -23,7 +23,8 @@ most one request per linger interval). Both stop starting new steps after
 ``duration_s``; flow control is the same: at most ``window`` unacked requests per
 stream (new requests wait for acks), ``Control.retry_after`` pauses a stream's
 sending, and a stream ended by the server (``UNAVAILABLE``, ``RESOURCE_EXHAUSTED`` with
-its retry-after hint) is re-opened and every unacked request re-sent.
+its retry-after hint) or cancelled (``CANCELLED``, counted as ``cancelled``) is re-opened
+and every unacked request re-sent.
 
 Output (stdout, one JSON object per line): ``{"event": "started", "t": …}`` once every
 stream is open; with ``hold`` true, ``{"event": "loaded", …stats}`` once every log event
@@ -84,6 +85,7 @@ DEFAULTS = {
     "finish": True,
     "hold": False,
     "seed": 1,
+    "progress_s": 0.0,
 }
 
 
@@ -175,7 +177,7 @@ class Stats:
         self.c = dict.fromkeys(
             ("events_sent", "events_acked", "points_sent", "points_acked", "heartbeats_sent",
              "heartbeats_acked", "requests_sent", "requests_acked", "rejected", "reconnects",
-             "retry_after_pauses", "finish_acked"), 0)
+             "retry_after_pauses", "finish_acked", "cancelled"), 0)
         self.t_start = self.t_load_end = self.t_logs_acked = 0.0
         self.errors: list[str] = []
 
@@ -242,8 +244,13 @@ class Conn:
             if self.closing:
                 return
             delay = _retry_after(e) or RECONNECT_DELAY_S
-            if e.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                grpc.StatusCode.RESOURCE_EXHAUSTED):
+            if e.code() == grpc.StatusCode.CANCELLED:
+                # As the client library's uploader does: re-open and re-send. A server
+                # whose event loop is saturated accepts new streams late, and gRPC
+                # cancels a stream the server has not taken up within 30 s.
+                self.stats.c["cancelled"] += 1
+            elif e.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                  grpc.StatusCode.RESOURCE_EXHAUSTED):
                 self.stats.errors.append(f"stream failed: {e.code().name} {e.details()}")
         except asyncio.CancelledError:
             return
@@ -411,6 +418,20 @@ class LoadGen:
         for conn in self.conns:
             await conn.drained.wait()
 
+    async def _progress(self, every_s: float) -> None:
+        """A line of counters on stderr every ``every_s``: what a stuck run was doing."""
+        while True:
+            await asyncio.sleep(every_s)
+            c = self.stats.c
+            sys.stderr.write(json.dumps({
+                "t": round(time.monotonic() - self.stats.t_start, 1),
+                "inflight": sum(len(k.inflight) for k in self.conns),
+                **{k: c[k] for k in ("requests_sent", "requests_acked", "points_sent",
+                                     "points_acked", "reconnects", "retry_after_pauses",
+                                     "rejected", "cancelled")},
+                "errors": self.stats.errors[-3:]}) + "\n")
+            sys.stderr.flush()
+
     async def run(self) -> dict:
         cfg = self.cfg
         n_streams = max(1, min(cfg["streams"], len(self.runs)))
@@ -421,6 +442,8 @@ class LoadGen:
             self.conns.append(Conn(self.channels[-1], cfg, self.stats))
         await asyncio.gather(*(c.open() for c in self.conns))
         self.stats.t_start = time.monotonic()
+        progress = (asyncio.create_task(self._progress(cfg["progress_s"]))
+                    if cfg["progress_s"] > 0 else None)
         ru = resource.getrusage(resource.RUSAGE_SELF)
         _emit({"event": "started", "t": self.stats.t_start, "cpu_s": ru.ru_utime + ru.ru_stime})
         end = self.stats.t_start + cfg["duration_s"]
@@ -457,6 +480,8 @@ class LoadGen:
             await conn.close()
         for ch in self.channels:
             await ch.close()
+        if progress is not None:
+            progress.cancel()
         return self._report()
 
     def _report(self) -> dict:

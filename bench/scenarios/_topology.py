@@ -403,6 +403,88 @@ class LoadGen:
             self.proc.wait(30)
 
 
+class LoadGenGroup:
+    """``processes`` load generators sharing one load: generator k drives runs
+    ``<run_prefix><k>-…`` (its share of ``runs``, ``streams`` and ``rate``), so one
+    generator process is not the limit of a scenario with many runs.
+
+    Same interface as ``LoadGen``; ``wait(event)`` waits for that event from every
+    generator and merges the reports: counters and CPU seconds summed, ``t`` /
+    ``t_start`` the earliest (the load began with the first), ``t_load_end`` /
+    ``t_logs_acked`` the latest, ``maxrss_mib`` the largest, ``steps`` /
+    ``probe_acks`` / ``errors`` joined."""
+
+    _EARLIEST = ("t", "t_start")
+    _LATEST = ("t_load_end", "t_logs_acked")
+
+    def __init__(self, cfg: dict, processes: int, log_path: Path) -> None:
+        n = max(1, min(processes, cfg["runs"], cfg.get("streams", processes)))
+        self.gens: list[LoadGen] = []
+        try:
+            for k in range(n):
+                share = dict(cfg)
+                share["runs"] = cfg["runs"] // n + (k < cfg["runs"] % n)
+                if "streams" in cfg:
+                    share["streams"] = max(1, cfg["streams"] // n + (k < cfg["streams"] % n))
+                if isinstance(cfg.get("rate"), (int, float)):
+                    share["rate"] = cfg["rate"] * share["runs"] / cfg["runs"]
+                share["run_prefix"] = f"{cfg.get('run_prefix', 'lg')}{k}"
+                share["seed"] = cfg.get("seed", 1) * 1000 + k
+                self.gens.append(LoadGen(share, log_path.with_suffix(f".{k}.log")))
+        except BaseException:
+            self.kill()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [g.pid for g in self.gens]
+
+    def wait(self, event: str, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        try:
+            msgs = [g.wait(event, max(0.0, deadline - time.monotonic())) for g in self.gens]
+        except BaseException:
+            self.kill()
+            raise
+        out: dict = {}
+        for m in msgs:
+            for key, v in m.items():
+                if key not in out:
+                    out[key] = dict(v) if isinstance(v, dict) else (
+                        list(v) if isinstance(v, list) else v)
+                elif key in self._EARLIEST:
+                    out[key] = min(out[key], v)
+                elif key in self._LATEST or key == "maxrss_mib":
+                    out[key] = max(out[key], v)
+                elif isinstance(v, dict):
+                    out[key].update(v)
+                elif isinstance(v, list):
+                    out[key].extend(v)
+                elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[key] += v
+        return out
+
+    def release(self) -> None:
+        for g in self.gens:
+            g.release()
+
+    def finish(self, done: dict, timeout_s: float = 60) -> None:
+        errors = []
+        for g in self.gens:
+            try:
+                g.finish(done if len(self.gens) == 1 else {}, timeout_s)
+            except RuntimeError as e:
+                errors.append(str(e))
+        if errors or done.get("errors"):
+            raise RuntimeError(f"load generators failed; errors {done.get('errors')}; "
+                               f"sent {done.get('events_sent')}, acked "
+                               f"{done.get('events_acked')}:\n" + "\n".join(errors))
+
+    def kill(self) -> None:
+        for g in self.gens:
+            g.kill()
+
+
 # --- the query API ----------------------------------------------------------------------------
 
 def http_json(url: str, timeout_s: float = 60) -> dict:
