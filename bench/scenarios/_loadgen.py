@@ -180,6 +180,8 @@ class Stats:
              "retry_after_pauses", "finish_acked", "cancelled"), 0)
         self.t_start = self.t_load_end = self.t_logs_acked = 0.0
         self.errors: list[str] = []
+        self.log_requests_unacked = 0     # sent requests holding log events, not acked
+        self.logs_acked = asyncio.Event()
 
 
 class Conn:
@@ -220,6 +222,9 @@ class Conn:
         p.data = body + b"\x78" + _varint(bid)          # IngestRequest.batch_id (field 15)
         self.inflight[bid] = p
         self.drained.clear()
+        if p.points:
+            self.stats.log_requests_unacked += 1
+            self.stats.logs_acked.clear()
         s = self.stats.c
         s["requests_sent"] += 1
         s["events_sent"] += p.events
@@ -283,6 +288,10 @@ class Conn:
         self.window.release()
         if not self.inflight:
             self.drained.set()
+        if p.points:
+            self.stats.log_requests_unacked -= 1
+            if not self.stats.log_requests_unacked:
+                self.stats.logs_acked.set()
         s = self.stats.c
         if kind == "rejected":
             s["rejected"] += 1
@@ -465,7 +474,13 @@ class LoadGen:
                 if t.done() and t.exception() is not None:
                     raise t.exception()
         self.stats.t_load_end = time.monotonic()
-        await self._drain()
+        if cfg["hold"]:
+            # Every log acked (heartbeats keep flowing while holding, so streams need
+            # not be empty).
+            if self.stats.log_requests_unacked:
+                await self.stats.logs_acked.wait()
+        else:
+            await self._drain()
         if cfg["hold"]:
             _emit({"event": "loaded", **self._report()})
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
