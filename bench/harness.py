@@ -58,7 +58,7 @@ SMOKE_REPS = 1
 VERSION_PACKAGES = ("grpcio", "protobuf", "chdb", "clickhouse-connect", "pyarrow", "aiokafka",
                     "numpy")
 SCHEMA = 1     # "goals" and "smoke" were added later; readers treat them as optional
-CHILD_TIMEOUT_S = 900
+CHILD_TIMEOUT_S = 900   # a scenario may allow itself longer with a TIMEOUT_S attribute
 BUSY_CORES = 0.25   # "other processes were busy" above this (cores, during a repetition)
 
 
@@ -562,16 +562,16 @@ HOW_TO_READ = """\
 
 ## What is not measured yet
 
-- **wandb** is measured in the same run by `client_vs_wandb` (0.31, offline, from its own
-  venv); **MLflow** is not: its numbers (6.5–58 ms per `log_metric`, …) are in
-  `/work/shared/reference/perf-anchors.md`, measured on the same kind of machine.
-- No scale scenarios yet (many concurrent clients, long runs, 100k-run workspaces,
-  sustained ingest for minutes, memory ceilings); they come with the scale issue.
-- The **Kafka** event log (distributed deployment) and ClickHouse as a server are not
-  measured; only the embedded path (local segment files, chDB in-process).
-- The web UI's server side (runs table, multi-run charts, group bands, live freshness) is
-  measured by `workspace`; the browser side is not. Not measured: the gRPC Query
-  service, the reaper, storage bytes per point, recovery/replay time.
+- **ClickHouse as a server**: every scenario uses the ClickHouse engine in-process
+  (chDB), so its inserts and merges share the two cores with everything else. The
+  distributed deployment's Kafka path is measured (`ingest`, `sweep`), with chDB held by
+  the projector process.
+- **More than one machine**: several gateways or projectors on their own cores. Here
+  the generator, the broker and every role share two vCPUs.
+- The web UI's **browser side** (rendering, chart drawing); `workspace` measures its
+  server side.
+- Runs longer than a few minutes of sustained load (hours of history per run, merges
+  over days of parts).
 """
 
 
@@ -695,12 +695,13 @@ def _run_child(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, 
             cmd.append(f"--{flag}")
     if args.reps:
         cmd += ["--reps", str(args.reps)]
+    timeout = getattr(load(name), "TIMEOUT_S", CHILD_TIMEOUT_S)
     try:
         rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            timeout=CHILD_TIMEOUT_S).returncode
+                            timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         rc = -1
-        print(f"!! {name}: no result after {CHILD_TIMEOUT_S} s", flush=True)
+        print(f"!! {name}: no result after {timeout} s", flush=True)
     if rc != 0 or not tmp.stat().st_size:
         print(f"!! {name} failed (exit {rc}); its previous results are kept", flush=True)
         tmp.unlink(missing_ok=True)

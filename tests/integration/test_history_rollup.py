@@ -257,5 +257,6 @@ def test_rollup_is_filled_from_history_written_before_it(chdb, loaded, tmp_path)
     chdb.command(f"INSERT INTO {db}.history_numeric ({cols}) SELECT {cols} "
                  "FROM rollup.history_numeric")
     chdb.command(f"INSERT INTO {db}.runs SELECT * FROM rollup.runs")
-    assert apply_migrations(chdb, db) == ["0007_history_rollup.sql", "0008_history_codecs.sql"]
+    assert apply_migrations(chdb, db) == ["0007_history_rollup.sql", "0008_history_codecs.sql",
+                                          "0009_history_compress_blocks.sql"]
     check_all(chdb, db, loaded)

@@ -623,6 +623,7 @@ def test_series_index_is_filled_from_history_written_before_it(chdb, ws, tmp_pat
     for table in ("history_other", "runs", "workspaces"):
         chdb.command(f"INSERT INTO {db}.{table} SELECT * FROM {DB}.{table}")
     assert apply_migrations(chdb, db) == ["0006_history_series.sql", "0007_history_rollup.sql",
-                                          "0008_history_codecs.sql"]
+                                          "0008_history_codecs.sql",
+                                          "0009_history_compress_blocks.sql"]
     reference = project_answers(Http(chdb, DB))          # the module's store, same data
     assert project_answers(Http(chdb, db)) == reference
