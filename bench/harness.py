@@ -36,6 +36,7 @@ import os
 import pkgutil
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -683,6 +684,39 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return QUICK_DIR if args.quick else RESULTS_DIR
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(0), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _kill_group(child: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop the child and everything it started, also what runs in its own session (the
+    Kafka broker script starts the broker so): SIGTERM, then SIGKILL after ``grace_s``."""
+    pids = [child.pid, *_descendants(child.pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(pid, sig) if pid == child.pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            child.poll()                     # reap the child; the others are not ours
+            time.sleep(0.1)
+
+
 def _run_child(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any] | None:
     """One scenario in a child process; its result (also moved to ``out_dir``), or None
     when it failed (the previous result there is kept)."""
@@ -696,12 +730,19 @@ def _run_child(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, 
     if args.reps:
         cmd += ["--reps", str(args.reps)]
     timeout = getattr(load(name), "TIMEOUT_S", CHILD_TIMEOUT_S)
+    # Its own process group, so that a timeout stops the servers, brokers and generators
+    # it started too (killing the child alone left them running under later scenarios).
+    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                             start_new_session=True)
     try:
-        rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            timeout=timeout).returncode
+        rc = child.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         rc = -1
-        print(f"!! {name}: no result after {timeout} s", flush=True)
+        print(f"!! {name}: no result after {timeout} s; stopping its processes", flush=True)
+        _kill_group(child)
+    except BaseException:
+        _kill_group(child)
+        raise
     if rc != 0 or not tmp.stat().st_size:
         print(f"!! {name} failed (exit {rc}); its previous results are kept", flush=True)
         tmp.unlink(missing_ok=True)
