@@ -181,11 +181,10 @@ def _busy_ticks() -> int:
     return user + nice + system + irq + softirq + steal
 
 
-def _tree_ticks(root: int) -> int:
-    """CPU ticks (user + system) of ``root`` and its live descendants, each with its
-    reaped children (a child process that ran and exited during a repetition is the
-    benchmark's own work, not another process's)."""
-    stats: dict[int, tuple[int, int]] = {}
+def _proc_tree() -> tuple[dict[int, int], dict[int, list[int]]]:
+    """(pid → CPU ticks of it and its reaped children, pid → child pids) of every process."""
+    cpu: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -193,16 +192,29 @@ def _tree_ticks(root: int) -> int:
         if not raw:
             continue
         rest = raw.rsplit(")", 1)[1].split()
-        stats[int(entry)] = (int(rest[1]), sum(map(int, rest[11:15])))   # ppid, cpu
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
+        cpu[int(entry)] = sum(map(int, rest[11:15]))
+        children.setdefault(int(rest[1]), []).append(int(entry))
+    return cpu, children
+
+
+def _descendants(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """Every live descendant of ``root``."""
+    if children is None:
+        children = _proc_tree()[1]
+    out, todo = [], list(children.get(root, []))
     while todo:
         pid = todo.pop()
-        total += stats.get(pid, (0, 0))[1]
+        out.append(pid)
         todo += children.get(pid, [])
-    return total
+    return out
+
+
+def _tree_ticks(root: int) -> int:
+    """CPU ticks (user + system) of ``root`` and its live descendants, each with its
+    reaped children (a child process that ran and exited during a repetition is the
+    benchmark's own work, not another process's)."""
+    cpu, children = _proc_tree()
+    return sum(cpu.get(pid, 0) for pid in [root, *_descendants(root, children)])
 
 
 class CpuWatch:
@@ -684,23 +696,6 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return QUICK_DIR if args.quick else RESULTS_DIR
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc), children before grandchildren."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(0), [])
-        out += kids
-        todo += kids
-    return out
-
-
 def _kill_group(child: subprocess.Popen, grace_s: float = 10.0) -> None:
     """Stop the child and everything it started, also what runs in its own session (the
     Kafka broker script starts the broker so): SIGTERM, then SIGKILL after ``grace_s``."""
@@ -712,8 +707,11 @@ def _kill_group(child: subprocess.Popen, grace_s: float = 10.0) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        while time.monotonic() < deadline:
             child.poll()                     # reap the child; the others are not ours
+            pids = [p for p in pids if os.path.exists(f"/proc/{p}")]
+            if not pids:
+                return
             time.sleep(0.1)
 
 
