@@ -82,8 +82,15 @@ def fetch_libs(timeout_s: float = 900.0) -> None:
 
 
 def new_cluster_id() -> str:
-    """A random cluster id in Kafka's form (22 characters of base64url, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id in Kafka's form (22 characters of base64url, no padding).
+
+    Like Kafka's ``Uuid.randomUuid``, never one that begins with "-": command-line
+    parsers read such an id as an option.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def free_ports(count: int) -> list[int]:
@@ -337,8 +344,7 @@ class KafkaBroker:
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
-            "-t",
-            self.cluster_id,
+            f"--cluster-id={self.cluster_id}",  # "=": an id may begin with "-"
             "-c",
             str(self.config_path),
             heap="256m",

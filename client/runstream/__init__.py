@@ -214,7 +214,7 @@ def init(project: str | None = None, entity: str | None = None, name: str | None
             dir=base, journal=journal, journal_dir=journal_dir,
             resumed=resumed, first_seq=first_seq, first_step=first_step,
             stored_config=stored_config, stored_summary=stored_summary)
-    r._start(metadata=pending_meta.result())
+    r._start(metadata=pending_meta.result(s.metadata_timeout_s))
     _state.add(r)
     _state.start_keeper()
     return r

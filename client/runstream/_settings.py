@@ -58,6 +58,10 @@ class Settings:
     # as ``system/*`` keys this often; RUNSTREAM_SYSTEM_METRICS=0 turns them off.
     system_metrics: bool = True
     system_metrics_interval_s: float = 10.0
+    # init() waits at most this long for git and nvidia-smi (run metadata); what is not
+    # answered by then stays empty. One second is enough for a local repository and
+    # keeps init fast on a network filesystem.
+    metadata_timeout_s: float = 1.0
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -75,6 +79,7 @@ class Settings:
             not in ("0", "false", "no", "off"),
             system_metrics_interval_s=_env_float("RUNSTREAM_SYSTEM_METRICS_INTERVAL",
                                                  cls.system_metrics_interval_s),
+            metadata_timeout_s=_env_float("RUNSTREAM_METADATA_TIMEOUT", cls.metadata_timeout_s),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

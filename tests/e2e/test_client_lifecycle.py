@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.e2e]
 SCRIPT = Path(__file__).with_name("lifecycle_script.py")
 PROJECT = "life"
 ENV = {"RUNSTREAM_ENTITY": ENTITY, "RUNSTREAM_HEARTBEAT_INTERVAL": "0.5",
-       "RUNSTREAM_FINISH_TIMEOUT": "20", "PYTHONUNBUFFERED": "1"}
+       "RUNSTREAM_FINISH_TIMEOUT": "20", "PYTHONUNBUFFERED": "1",
+       # the test asserts the git fields; ten scripts start at once on a loaded machine
+       "RUNSTREAM_METADATA_TIMEOUT": "30"}
 SCENARIOS = {"normal": "n", "exit3": "e3", "raise": "rz", "sigint": "si", "with": "w",
              "fork": "fk", "mp": "mp", "reinit": "ri", "killed": "kl", "resume-1": "rs"}
 

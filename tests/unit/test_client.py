@@ -88,7 +88,7 @@ def test_encode_request_parses_as_ingest_request():
 def clean_env(monkeypatch):
     for name in ("RUNSTREAM_URL", "RUNSTREAM_ENTITY", "RUNSTREAM_HEARTBEAT_INTERVAL",
                  "RUNSTREAM_FINISH_TIMEOUT", "RUNSTREAM_UPLOADER", "RUNSTREAM_DRAIN_TIMEOUT",
-                 "RUNSTREAM_MODE"):
+                 "RUNSTREAM_MODE", "RUNSTREAM_METADATA_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -106,6 +106,8 @@ def test_settings_from_env(clean_env):
     assert s.url == "other:1" and s.heartbeat_interval_s == 2.5   # None leaves the env value
     clean_env.setenv("RUNSTREAM_URL", "")
     assert Settings.from_env().url == Settings.url
+    clean_env.setenv("RUNSTREAM_METADATA_TIMEOUT", "7")
+    assert Settings.from_env().metadata_timeout_s == 7.0
 
 
 def test_settings_rejects_bad_values(clean_env):

@@ -23,6 +23,27 @@ def test_cluster_id_is_22_chars_of_base64url():
         assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+def test_cluster_id_never_begins_with_a_dash():
+    # one uuid in 64 encodes to "-..."; kafka-storage's parser then reads it as an option
+    assert not any(kb.new_cluster_id().startswith("-") for _ in range(2000))
+
+
+def test_format_passes_the_cluster_id_joined_to_its_flag(tmp_path, monkeypatch):
+    broker = kb.KafkaBroker(tmp_path / "b")
+    broker.work_dir.mkdir(parents=True)
+    broker.logs_dir.mkdir(parents=True, exist_ok=True)
+    broker.cluster_id = "-leadingDashIdAAAAAAAA"
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"] = cmd
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(kb.subprocess, "run", fake_run)
+    broker._format_storage()
+    assert "--cluster-id=-leadingDashIdAAAAAAAA" in seen["cmd"]
+
+
 def test_free_ports_are_distinct_loopback_ports():
     ports = kb.free_ports(3)
     assert len(set(ports)) == 3
