@@ -9,7 +9,7 @@ PROTO_OUT := client
 DATA_DIR ?= ./.runstream
 
 .PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down browser bench \
-	bench-smoke clean
+	bench-smoke fuzz clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,15 @@ bench: setup kafka-libs
 # Every scenario at tiny sizes, one repetition; RESULTS.md untouched (tests/bench runs it).
 bench-smoke: setup kafka-libs
 	$(BIN)/python -m bench --smoke
+
+# Coverage-guided fuzzing of decode → validate → records → fold (tests/fuzz/ingest_target.py);
+# tests/fuzz/test_fuzz.py runs 20,000 inputs of it in `make test`. Crash inputs land in
+# .cache/fuzz/ (crash-*); docs/reliability.md has the last full run.
+FUZZ_RUNS ?= 1000000
+fuzz: setup
+	$(BIN)/python tests/fuzz/ingest_target.py --write-seeds .cache/fuzz/corpus
+	set -o pipefail; cd .cache/fuzz && ../../$(BIN)/python ../../tests/fuzz/ingest_target.py \
+	  -runs=$(FUZZ_RUNS) -print_final_stats=1 corpus 2>&1 | grep -v '^INFO: Instrumenting'
 
 clean:
 	rm -rf $(VENV) .cache .runstream

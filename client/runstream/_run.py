@@ -21,6 +21,7 @@ from .v1 import events_pb2
 log = logging.getLogger("runstream")
 
 MAX_KEY_CHARS = 256        # the gateway's limit for metric, config and summary keys
+MAX_STEP = 2**63 - 1       # the gateway's limit for a step (run state keeps it as Int64)
 JOURNAL_SUBDIR = "runstream-runs"   # not an importable name: it can never shadow a package
 
 
@@ -344,6 +345,8 @@ class Run:
                 step = int(step)
                 if step < 0:
                     raise ValueError("step must be >= 0")
+                if step > MAX_STEP:
+                    raise ValueError(f"step must be <= {MAX_STEP}")
                 if step < self._step:
                     self._past_step_locked(step, data)
                     return

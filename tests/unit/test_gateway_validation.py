@@ -254,3 +254,40 @@ def test_mixed_runs_one_record_per_run_with_only_its_events_in_order():
     for rec in by_key.values():
         assert rec.server_time_us == 99 and rec.gateway == "gw"
     assert all(v.endswith(tail) for _, v in out)
+
+
+def test_log_step_above_the_int64_range_is_refused():
+    E = events_pb2
+    ok = E.Event(run_id="r", project="p", entity="e", seq=1, log=E.Log(step=limits.MAX_STEP))
+    assert validate_request(ingest_pb2.IngestRequest(events=[ok]))
+    bad = E.Event(run_id="r", project="p", entity="e", seq=1,
+                  log=E.Log(step=limits.MAX_STEP + 1))
+    with pytest.raises(InvalidEvent, match="step"):
+        validate_request(ingest_pb2.IngestRequest(events=[bad]))
+
+
+@pytest.mark.parametrize("extra", [
+    b"\x1a\x02\xf0\x7f",            # field 3 (LogRecord.gateway) with invalid UTF-8
+    b"\x10\x05",                    # field 2 (LogRecord.server_time_us)
+    b"\x72\x00",                    # field 14
+])
+def test_request_fields_of_the_log_record_are_refused(extra):
+    # forwarded unchanged, such bytes would turn an acked request into an undecodable
+    # (so dropped) record, or rewrite the server's fields
+    E = events_pb2
+    req = ingest_pb2.IngestRequest(events=[E.Event(run_id="r", project="p", entity="e", seq=1,
+                                                   heartbeat=E.Heartbeat())], batch_id=1)
+    raw = req.SerializeToString() + extra
+    with pytest.raises(InvalidEvent, match="reserved"):
+        validate_request(ingest_pb2.IngestRequest.FromString(raw))
+
+
+def test_unknown_request_fields_above_15_are_forwarded():
+    E = events_pb2
+    req = ingest_pb2.IngestRequest(events=[E.Event(run_id="r", project="p", entity="e", seq=1,
+                                                   heartbeat=E.Heartbeat())])
+    raw = req.SerializeToString() + b"\x80\x01\x07"     # field 16, varint 7: a newer client
+    slices = validate_request(ingest_pb2.IngestRequest.FromString(raw))
+    ((_, value),) = build_records(raw, ingest_pb2.IngestRequest.FromString(raw), slices,
+                                  trailer(5, b"gw"))
+    assert len(E.LogRecord.FromString(value).events) == 1

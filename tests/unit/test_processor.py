@@ -431,3 +431,19 @@ def test_batch_keeps_only_the_latest_state_per_run():
     states, b = fold(log_fixture())
     assert b.rows()[RUNS] == 1
     assert b.runs[KEY].version == len(log_fixture())
+
+
+def test_a_log_step_above_the_limit_in_the_log_is_skipped_not_fatal():
+    # the gateway refuses it; a record written by anything else must not stop the projector
+    from runstream_server.common.limits import MAX_STEP
+    states, batch = fold([rec(start(1), ev(2, log=E.Log(step=MAX_STEP + 1, numbers={"a": 1.0})),
+                              ev(3, log=E.Log(step=MAX_STEP, numbers={"a": 2.0})))])
+    assert batch.stats.invalid == 1
+    st = states[KEY]
+    assert st.last_step == MAX_STEP and st.last_seq == 3 and st.summary["a"] == 2.0
+    for table in ("history_numeric", "runs"):
+        batch.to_arrow(table)
+    # a record of numeric logs only takes the fast decode: the same rule applies
+    states, batch = fold([rec(ev(4, log=E.Log(step=MAX_STEP + 1, numbers={"a": 3.0})))],
+                         states, first_offset=1)
+    assert batch.stats.invalid == 1 and states[KEY].last_seq == 3

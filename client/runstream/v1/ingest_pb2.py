@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from runstream.v1 import events_pb2 as runstream_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19runstream/v1/ingest.proto\x12\x0crunstream.v1\x1a\x19runstream/v1/events.proto\"F\n\rIngestRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.runstream.v1.Event\x12\x10\n\x08\x62\x61tch_id\x18\x0f \x01(\x04\"%\n\x06RunAck\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\";\n\x03\x41\x63k\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\"\n\x04runs\x18\x02 \x03(\x0b\x32\x14.runstream.v1.RunAck\"P\n\rBatchRejected\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"m\n\x07\x43ontrol\x12)\n\x08stop_run\x18\x01 \x01(\x0b\x32\x15.runstream.v1.StopRunH\x00\x12/\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x18.runstream.v1.RetryAfterH\x00\x42\x06\n\x04kind\"/\n\x07StopRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\"\x1c\n\nRetryAfter\x12\x0e\n\x06millis\x18\x01 \x01(\x03\"\x95\x01\n\x0eIngestResponse\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.runstream.v1.AckH\x00\x12/\n\x08rejected\x18\x02 \x01(\x0b\x32\x1b.runstream.v1.BatchRejectedH\x00\x12(\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x15.runstream.v1.ControlH\x00\x42\x06\n\x04kind2Q\n\x06Ingest\x12G\n\x06Stream\x12\x1b.runstream.v1.IngestRequest\x1a\x1c.runstream.v1.IngestResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19runstream/v1/ingest.proto\x12\x0crunstream.v1\x1a\x19runstream/v1/events.proto\"L\n\rIngestRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.runstream.v1.Event\x12\x10\n\x08\x62\x61tch_id\x18\x0f \x01(\x04J\x04\x08\x02\x10\x0f\"%\n\x06RunAck\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\";\n\x03\x41\x63k\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\"\n\x04runs\x18\x02 \x03(\x0b\x32\x14.runstream.v1.RunAck\"P\n\rBatchRejected\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"m\n\x07\x43ontrol\x12)\n\x08stop_run\x18\x01 \x01(\x0b\x32\x15.runstream.v1.StopRunH\x00\x12/\n\x0bretry_after\x18\x02 \x01(\x0b\x32\x18.runstream.v1.RetryAfterH\x00\x42\x06\n\x04kind\"/\n\x07StopRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\"\x1c\n\nRetryAfter\x12\x0e\n\x06millis\x18\x01 \x01(\x03\"\x95\x01\n\x0eIngestResponse\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.runstream.v1.AckH\x00\x12/\n\x08rejected\x18\x02 \x01(\x0b\x32\x1b.runstream.v1.BatchRejectedH\x00\x12(\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x15.runstream.v1.ControlH\x00\x42\x06\n\x04kind2Q\n\x06Ingest\x12G\n\x06Stream\x12\x1b.runstream.v1.IngestRequest\x1a\x1c.runstream.v1.IngestResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.v1.ingest_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INGESTREQUEST']._serialized_start=70
-  _globals['_INGESTREQUEST']._serialized_end=140
-  _globals['_RUNACK']._serialized_start=142
-  _globals['_RUNACK']._serialized_end=179
-  _globals['_ACK']._serialized_start=181
-  _globals['_ACK']._serialized_end=240
-  _globals['_BATCHREJECTED']._serialized_start=242
-  _globals['_BATCHREJECTED']._serialized_end=322
-  _globals['_CONTROL']._serialized_start=324
-  _globals['_CONTROL']._serialized_end=433
-  _globals['_STOPRUN']._serialized_start=435
-  _globals['_STOPRUN']._serialized_end=482
-  _globals['_RETRYAFTER']._serialized_start=484
-  _globals['_RETRYAFTER']._serialized_end=512
-  _globals['_INGESTRESPONSE']._serialized_start=515
-  _globals['_INGESTRESPONSE']._serialized_end=664
-  _globals['_INGEST']._serialized_start=666
-  _globals['_INGEST']._serialized_end=747
+  _globals['_INGESTREQUEST']._serialized_end=146
+  _globals['_RUNACK']._serialized_start=148
+  _globals['_RUNACK']._serialized_end=185
+  _globals['_ACK']._serialized_start=187
+  _globals['_ACK']._serialized_end=246
+  _globals['_BATCHREJECTED']._serialized_start=248
+  _globals['_BATCHREJECTED']._serialized_end=328
+  _globals['_CONTROL']._serialized_start=330
+  _globals['_CONTROL']._serialized_end=439
+  _globals['_STOPRUN']._serialized_start=441
+  _globals['_STOPRUN']._serialized_end=488
+  _globals['_RETRYAFTER']._serialized_start=490
+  _globals['_RETRYAFTER']._serialized_end=518
+  _globals['_INGESTRESPONSE']._serialized_start=521
+  _globals['_INGESTRESPONSE']._serialized_end=670
+  _globals['_INGEST']._serialized_start=672
+  _globals['_INGEST']._serialized_end=753
 # @@protoc_insertion_point(module_scope)

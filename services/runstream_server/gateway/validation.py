@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from google.protobuf import unknown_fields
 from runstream.v1 import events_pb2, ingest_pb2
 
 from ..common import limits
@@ -12,6 +13,9 @@ from ..common.errors import PermanentError
 # define_metric's summary mode: known modes are short; unknown ones are kept (and count
 # as "last") so that a newer client's modes are not refused, but not at any length.
 MAX_SUMMARY_MODE_CHARS = 64
+# IngestRequest field numbers reserved for LogRecord (ingest.proto): the request's bytes
+# are forwarded as a record, so a client setting one would rewrite or break the record.
+_RECORD_FIELDS = range(2, 15)
 # Bodies only the server may create (the reaper's Crashed; the api's WorkspaceSaved).
 _SERVER_ONLY = frozenset({"crashed", "workspace_saved"})
 
@@ -98,6 +102,10 @@ def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:
     All or nothing: one bad event rejects the whole request, so a request is either
     appended entirely or not at all. Within a run, seq must strictly increase.
     """
+    for f in unknown_fields.UnknownFieldSet(request):     # top level only; ~0.2 µs
+        if f.field_number in _RECORD_FIELDS:
+            raise InvalidEvent(f"IngestRequest field {f.field_number} is reserved (2-14 belong "
+                               "to the log record the request is forwarded as)")
     events = request.events
     if len(events) > limits.MAX_EVENTS_PER_REQUEST:
         raise InvalidEvent(f"{len(events)} events in one request; the limit is "
@@ -108,6 +116,7 @@ def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:
     runs: dict[str, list] = {}
     max_keys = limits.MAX_KEYS_PER_EVENT
     max_chars = limits.MAX_KEY_CHARS
+    max_step = limits.MAX_STEP
     for i, ev in enumerate(events):
         rid = ev.run_id
         seq = ev.seq
@@ -134,6 +143,8 @@ def validate_request(request: ingest_pb2.IngestRequest) -> list[RunSlice]:
             # than the whole body, and an empty key is one lookup. The full, slower check
             # runs only when these cannot rule a problem out.
             lg = ev.log
+            if lg.step > max_step:
+                raise InvalidEvent(f"log step {lg.step} is above the limit {max_step}", rid, seq)
             nums, others = lg.numbers, lg.others
             if (len(nums) + len(others) > max_keys or "" in nums or "" in others
                     or lg.ByteSize() > max_chars):

@@ -23,7 +23,9 @@ Rules, in the order they are checked for each event (invariants 2 and 4 of DESIG
 
 1. Identity: an event with an empty run_id, project or entity is ignored (``invalid``),
    except a ``workspace_saved`` with an empty run_id (see "Workspaces": it belongs to no
-   run, and none of the rules below apply to it).
+   run, and none of the rules below apply to it). A ``log`` with a step above
+   ``limits.MAX_STEP`` (refused by the gateway, so written by something else) is
+   ignored the same way, before any rule below.
 2. Position: if the run's state says it already applied a record at a position
    ``(partition, offset) >= `` this one (same partition), every event of this record for
    that run is skipped (``replayed``). Replaying the log over existing tables therefore
@@ -164,6 +166,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from runstream.v1 import events_pb2, views_pb2
 
+from ..common.limits import MAX_STEP
 from .log_layout import decode_numbers
 
 HISTORY_NUMERIC = "history_numeric"
@@ -576,6 +579,9 @@ def _fold_events(states: MutableMapping[RunKey, RunState], events, logs: list | 
             stats.replayed += 1
             continue
         kind = ev.WhichOneof("body")
+        if kind == "log" and (ev.log.step if logs is None else logs[i][0]) > MAX_STEP:
+            stats.invalid += 1          # the gateway refuses these; a foreign writer did not
+            continue
         now = ev.server_time_us or record_time
         seq = ev.seq
         if seq > 0:
