@@ -447,3 +447,12 @@ def test_a_log_step_above_the_limit_in_the_log_is_skipped_not_fatal():
     states, batch = fold([rec(ev(4, log=E.Log(step=MAX_STEP + 1, numbers={"a": 3.0})))],
                          states, first_offset=1)
     assert batch.stats.invalid == 1 and states[KEY].last_seq == 3
+
+
+def test_a_second_finish_changes_nothing():
+    states, _ = fold([rec(start(1), ev(2, finish=E.Finish(exit_code=0)),
+                          ev(3, finish=E.Finish(exit_code=7), server_us=T0 + 99))])
+    st = states[KEY]
+    assert (st.state, st.exit_code, st.state_cause) == ("finished", 0,
+                                                        "finish() called, exit code 0")
+    assert st.last_seq == 3

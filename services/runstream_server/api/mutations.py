@@ -29,10 +29,10 @@ from typing import Any
 
 from runstream.v1 import events_pb2
 
-from ..common import limits
 from ..common.clock import now_us
 from ..common.errors import ConflictError, PermanentError
 from ..eventlog import EventLog
+from .names import validate_identity, validate_project
 from .queries import Queries
 from .store_access import StoreAccess
 from .workspaces import state_to_json, validate_user, workspace_key
@@ -47,25 +47,6 @@ _LINE_BREAKS = re.compile(r"[\t\n]")
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})\Z")
 _PRIVACY_NAMES = {"private": events_pb2.PRIVACY_PRIVATE, "public": events_pb2.PRIVACY_PUBLIC}
 PATCH_FIELDS = ("name", "notes", "tags", "privacy", "hidden", "color")
-
-
-def validate_identity(entity: str, project: str, run_id: str) -> None:
-    if not limits.RUN_ID_RE.match(run_id or ""):
-        raise PermanentError(f"run_id {run_id[:200]!r} must be 1-128 characters of "
-                             "A-Z a-z 0-9 _ . -")
-    validate_project(entity, project)
-
-
-def validate_project(entity: str, project: str) -> None:
-    """Entity and project names as the gateway accepts them (``PermanentError`` if not)."""
-    for what, value in (("entity", entity), ("project", project)):
-        if not value:
-            raise PermanentError(f"{what} is empty")
-        if len(value) > limits.MAX_ID_CHARS:
-            raise PermanentError(f"{what} longer than {limits.MAX_ID_CHARS} characters")
-        if limits.NAME_FORBIDDEN.search(value):
-            raise PermanentError(f"{what} {value!r} contains one of / \\ # ? % : or a "
-                                 "control character")
 
 
 def _single_line(what: str, value: str, max_chars: int, allow_empty: bool = False) -> str:

@@ -37,6 +37,7 @@ import pyarrow as pa
 from ..common.errors import NotFoundError, PermanentError, RunstreamError
 from ..store.client import classify, run_query, validate_database
 from .chart_queries import ChartQueries
+from .names import validate_identity, validate_project
 from .run_filter import USER_SQL, RunFilter
 
 DEFAULT_LIMIT = 50
@@ -143,6 +144,7 @@ class Queries(ChartQueries):
         return bool(res.result_rows)
 
     def _require_project(self, entity: str, project: str) -> None:
+        validate_project(entity, project)
         if not self.project_exists(entity, project):
             raise NotFoundError(f"project {entity}/{project} not found: it has no runs")
 
@@ -260,6 +262,7 @@ class Queries(ChartQueries):
 
     def get_run(self, entity: str, project: str, run_id: str) -> dict[str, Any]:
         """One run as a RunView dict; ``NotFoundError`` if it does not exist or was deleted."""
+        validate_identity(entity, project, run_id)
         res = self._query(
             f"SELECT {_RUN_VIEW_COLUMNS} FROM {self.db}.runs FINAL "
             "WHERE entity = {entity:String} AND project = {project:String} "
@@ -383,6 +386,7 @@ class Queries(ChartQueries):
 
     def _require_run(self, entity: str, project: str, run_id: str) -> None:
         """``NotFoundError`` unless the run exists and is not deleted (reads no wide column)."""
+        validate_identity(entity, project, run_id)
         if not self._query(
                 f"SELECT 1 FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
                 "AND project = {project:String} AND run_id = {run_id:String} AND deleted = 0 "

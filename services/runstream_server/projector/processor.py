@@ -110,7 +110,10 @@ Summary modes
     finish: exit 0 → finished (``finish() called, exit code 0``), else failed
       (``exit code N``); end time = server time. A run with a pending stop request
       ends ``killed`` instead, whatever the exit code: cause ``stopped by <who> at
-      <time>`` (+ ``, exit code N`` when not 0).
+      <time>`` (+ ``, exit code N`` when not 0). A finish of a run that is already
+      finished, failed or killed changes nothing (the first one stands; a resumed
+      session reopens the run with run_start first). A crashed run is revived by the
+      finish (rule 3) and ends by it.
     process_exited (written by the client's upload helper when the training process
       ended without finishing the run): a ``running`` run becomes crashed at once,
       cause ``process exited without finish (pid N on host H), seen by the uploader``
@@ -880,6 +883,8 @@ def _stop_requested(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatc
 
 
 def _finish(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> None:
+    if st.state in _FINISHED_STATES:
+        return                      # a second finish of one session: the first one stands
     code = ev.finish.exit_code
     killed = _stop_pending(st)
     st.exit_code = code
@@ -893,6 +898,9 @@ def _finish(st: RunState, ev: events_pb2.Event, now: int, batch: RowBatch) -> No
     else:
         st.state = "failed"
         st.state_cause = f"exit code {code}"
+
+
+_FINISHED_STATES = frozenset({"finished", "failed", "killed"})
 
 
 def _ended_unfinished(st: RunState, cause: str, end_time: int) -> None:
