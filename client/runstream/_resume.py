@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from ._channel import channel
 from .v1 import query_pb2, query_pb2_grpc
 
 LOOKUP_TIMEOUT_S = 1.5
@@ -52,7 +53,7 @@ def lookup(url: str, entity: str, project: str, run_id: str,
            timeout: float = LOOKUP_TIMEOUT_S) -> Found | None:
     """The stored state of the run, ``None`` if it does not exist; raises ``Unreachable``."""
     try:
-        with grpc.insecure_channel(url) as ch:
+        with channel(url) as ch:
             view = query_pb2_grpc.QueryStub(ch).GetRun(
                 query_pb2.GetRunRequest(entity=entity, project=project, run_id=run_id),
                 timeout=timeout)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf.internal import encoder
 
+from ._channel import aio_channel
 from ._settings import Settings
 from ._wal import WalReader, WalWriter
 from .v1 import ingest_pb2
@@ -274,7 +275,7 @@ class Uploader:
     async def _connection(self) -> bool:
         """One stream's life. Returns (or raises) when it fails."""
         s = self.settings
-        async with grpc.aio.insecure_channel(s.url, options=_CHANNEL_OPTIONS) as channel:
+        async with aio_channel(s.url, options=_CHANNEL_OPTIONS) as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=CONNECT_TIMEOUT_S)
             # Requests are sent as pre-encoded bytes (no serializer): see encode_request.
             call = channel.stream_stream(

@@ -47,6 +47,7 @@ from typing import Any
 import grpc
 
 from . import errors
+from ._channel import channel
 from .v1 import events_pb2, query_pb2, query_pb2_grpc, runs_pb2, runs_pb2_grpc
 
 DEFAULT_URL = "localhost:50051"
@@ -175,15 +176,13 @@ class Api:
                  timeout: float = 30.0) -> None:
         url = (url or os.environ.get("RUNSTREAM_API_URL") or os.environ.get("RUNSTREAM_URL")
                or DEFAULT_URL)
-        if url.startswith("grpc://"):
-            url = url[len("grpc://"):]
         self.url = url
         self.api_key = api_key if api_key is not None else os.environ.get("RUNSTREAM_API_KEY", "")
         self.timeout = timeout
         self.default_entity = _default_entity()
         self._metadata = (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
         options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-        self._channel = grpc.insecure_channel(url, options=options)
+        self._channel = channel(url, options=options)
         self._query = query_pb2_grpc.QueryStub(self._channel)
         self._runs = runs_pb2_grpc.RunsStub(self._channel)
 

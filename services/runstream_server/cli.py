@@ -30,6 +30,7 @@ from .config import (
     ReaperConfig,
     ServerConfig,
     StoreConfig,
+    TlsConfig,
 )
 
 
@@ -62,6 +63,16 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
         p.add_argument("--reaper-tick", type=float,
                        default=float(_env("REAPER_TICK", ReaperConfig.tick_s)))
         p.add_argument("--instance", default=_env("INSTANCE", ""))
+        p.add_argument("--tls-cert", default=_env("TLS_CERT", ""), metavar="PEM",
+                       help="serve gRPC and HTTP over TLS with this certificate (chain)")
+        p.add_argument("--tls-key", default=_env("TLS_KEY", ""), metavar="PEM",
+                       help="the certificate's private key")
+        p.add_argument("--tls-client-ca", default=_env("TLS_CLIENT_CA", ""), metavar="PEM",
+                       help="require client certificates signed by this CA (mutual TLS)")
+        p.add_argument("--allow-plaintext", action="store_true",
+                       default=_env("ALLOW_PLAINTEXT", "") not in ("", "0", "false"),
+                       help="serve without TLS on a non-loopback address (TLS terminated "
+                            "in front)")
 
 
 def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
@@ -78,7 +89,15 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
         store=StoreConfig(dsn=args.clickhouse, database=args.database),
         reaper=ReaperConfig(heartbeat_timeout_s=timeout, tick_s=min(tick, timeout)),
         instance=getattr(args, "instance", ""),
+        tls=TlsConfig(cert=_path(getattr(args, "tls_cert", "")),
+                      key=_path(getattr(args, "tls_key", "")),
+                      client_ca=_path(getattr(args, "tls_client_ca", "")),
+                      allow_plaintext=getattr(args, "allow_plaintext", False)),
     )
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 async def _serve(cfg: ServerConfig) -> None:

@@ -7,7 +7,9 @@ server. Environment variables are ``RUNSTREAM_<FIELD>`` (documented in docs/conf
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +102,62 @@ class ReaperConfig:
             raise ConfigError("tick_s must be 0.01..heartbeat_timeout_s")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the gRPC and HTTP ports. ``client_ca`` set: clients must present a
+    certificate signed by it (mutual TLS). Without a certificate the ports are plaintext,
+    which is refused on a non-loopback address unless ``allow_plaintext`` (e.g. behind a
+    TLS-terminating proxy or a service mesh)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    allow_plaintext: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+    def server_context(self) -> ssl.SSLContext:
+        """The HTTP server's context (certificate and key loaded; raises on bad files)."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        if self.client_ca is not None:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(str(self.client_ca))
+        return ctx
+
+    def validate(self, host: str) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.client_ca is not None and self.cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.enabled:
+            for what, path in (("certificate", self.cert), ("key", self.key),
+                               ("client CA", self.client_ca)):
+                if path is not None and not path.is_file():
+                    raise ConfigError(f"TLS {what} {path} is not a readable file")
+            try:
+                self.server_context()
+            except (ssl.SSLError, OSError) as e:
+                raise ConfigError(f"TLS certificate/key do not load: {e}") from None
+        elif not is_loopback(host) and not self.allow_plaintext:
+            raise ConfigError(f"refusing plaintext on {host}, which is not a loopback address:"
+                              " pass --tls-cert and --tls-key, or --allow-plaintext if a proxy"
+                              " or mesh in front terminates TLS")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     roles: tuple[str, ...] = ROLES
@@ -112,6 +170,7 @@ class ServerConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     instance: str = ""                 # name in logs and Crashed.detector; default host:pid
 
     @property
@@ -138,5 +197,7 @@ class ServerConfig:
         self.event_log.validate()
         self.store.validate()
         self.gateway.validate()
+        if self.needs_grpc:                 # the roles that listen (gRPC, and HTTP for the api)
+            self.tls.validate(self.host)
         self.projector.validate()
         self.reaper.validate()

@@ -162,7 +162,16 @@ class Server:
             services.append("runstream.v1.Runs")
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        port = server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        address = f"{cfg.host}:{cfg.grpc_port}"
+        if cfg.tls.enabled:
+            tls = cfg.tls
+            creds = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+                require_client_auth=tls.client_ca is not None)
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.grpc_port}")
         await server.start()
@@ -189,11 +198,14 @@ class Server:
                       self.mutations())
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.host, self.cfg.http_port)
+        tls = self.cfg.tls
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.http_port,
+                           ssl_context=tls.server_context() if tls.enabled else None)
         await site.start()
         port = runner.addresses[0][1]
         self._http = runner
-        self.addresses.http = f"http://{self.cfg.host}:{port}"
+        scheme = "https" if tls.enabled else "http"
+        self.addresses.http = f"{scheme}://{self.cfg.host}:{port}"
 
     async def stop(self) -> None:
         """Graceful stop: refuse new streams, finish in-flight ones, flush and commit."""
