@@ -27,6 +27,7 @@ from .common.errors import ConfigError
 from .config import (
     ROLES,
     EventLogConfig,
+    GatewayConfig,
     ReaperConfig,
     ServerConfig,
     StoreConfig,
@@ -63,6 +64,18 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
         p.add_argument("--reaper-tick", type=float,
                        default=float(_env("REAPER_TICK", ReaperConfig.tick_s)))
         p.add_argument("--instance", default=_env("INSTANCE", ""))
+        p.add_argument("--limit-events-per-s", type=float,
+                       default=float(_env("LIMIT_EVENTS_PER_S", 0)),
+                       help="per project and gateway: events per second (0: unlimited)")
+        p.add_argument("--limit-bytes-per-s", type=float,
+                       default=float(_env("LIMIT_BYTES_PER_S", 0)),
+                       help="per project and gateway: request bytes per second")
+        p.add_argument("--limit-runs-per-s", type=float,
+                       default=float(_env("LIMIT_RUNS_PER_S", 0)),
+                       help="per project and gateway: runs started per second")
+        p.add_argument("--limit-burst", type=float,
+                       default=float(_env("LIMIT_BURST_S", GatewayConfig.limit_burst_s)),
+                       help="seconds of a limit a project may send at once")
         p.add_argument("--tls-cert", default=_env("TLS_CERT", ""), metavar="PEM",
                        help="serve gRPC and HTTP over TLS with this certificate (chain)")
         p.add_argument("--tls-key", default=_env("TLS_KEY", ""), metavar="PEM",
@@ -88,6 +101,11 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
                                  partitions=args.partitions, fsync=args.fsync),
         store=StoreConfig(dsn=args.clickhouse, database=args.database),
         reaper=ReaperConfig(heartbeat_timeout_s=timeout, tick_s=min(tick, timeout)),
+        gateway=GatewayConfig(
+            limit_events_per_s=getattr(args, "limit_events_per_s", 0.0),
+            limit_bytes_per_s=getattr(args, "limit_bytes_per_s", 0.0),
+            limit_runs_per_s=getattr(args, "limit_runs_per_s", 0.0),
+            limit_burst_s=getattr(args, "limit_burst", GatewayConfig.limit_burst_s)),
         instance=getattr(args, "instance", ""),
         tls=TlsConfig(cert=_path(getattr(args, "tls_cert", "")),
                       key=_path(getattr(args, "tls_key", "")),

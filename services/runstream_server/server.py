@@ -140,8 +140,12 @@ class Server:
         server = grpc.aio.server(options=options)
         services = []
         if "gateway" in cfg.roles:
+            from .gateway.quota import Limits, ProjectQuotas
             from .gateway.service import IngestService
-            self.ingest = IngestService(self.event_log, self.instance)
+            g = cfg.gateway
+            quotas = ProjectQuotas(Limits(g.limit_events_per_s, g.limit_bytes_per_s,
+                                          g.limit_runs_per_s, g.limit_burst_s))
+            self.ingest = IngestService(self.event_log, self.instance, quotas)
             server.add_generic_rpc_handlers((self.ingest.handler(),))
             services.append("runstream.v1.Ingest")
             from .gateway.control import ControlTail

@@ -43,10 +43,10 @@ class _Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway(tmp_path, event_log: LocalEventLog | None = None):
+async def gateway(tmp_path, event_log: LocalEventLog | None = None, quotas=None):
     event_log = event_log or LocalEventLog(tmp_path / "log", partitions=4)
     await event_log.start()
-    service = IngestService(event_log, "gw-test")
+    service = IngestService(event_log, "gw-test", quotas)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((service.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -264,5 +264,38 @@ def test_push_control_reaches_the_stream_carrying_the_run(tmp_path):
                 pytest.fail("a closed stream is still registered for its run")
             assert await gw.service.push_control("run-a", control) == 0
             assert "run-b" in gw.service._streams_by_run
+
+    arun(main())
+
+
+def test_a_project_over_its_limit_ends_the_stream_with_resource_exhausted(tmp_path):
+    from runstream_server.gateway.quota import Limits, ProjectQuotas
+
+    async def main():
+        quotas = ProjectQuotas(Limits(events_per_s=2, burst_s=2))   # a burst of 4 events
+        async with gateway(tmp_path, quotas=quotas) as gw:
+            call = gw.stub.Stream()
+            await call.write(ingest_pb2.IngestRequest(
+                events=[ev("r", 1, "run_start"), ev("r", 2), ev("r", 3)], batch_id=1))
+            assert (await next_response(call)).ack.batch_id == 1
+            # 2 more events ask for more than the 1 left: refused, and the stream ends,
+            # so the later request on it is never appended before this one
+            await call.write(ingest_pb2.IngestRequest(events=[ev("r", 4), ev("r", 5)],
+                                                      batch_id=2))
+            await call.write(ingest_pb2.IngestRequest(events=[ev("r", 6)], batch_id=3))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await next_response(call)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "ent/proj" in info.value.details()
+            md = dict(info.value.trailing_metadata())
+            assert 400 <= int(md["retry-after-ms"]) <= 600       # 1 event short at 2/s
+            records = await read_log(gw.log)
+            assert [e.seq for _, r in records for e in r.events] == [1, 2, 3]
+            assert gw.service.stats["throttled"] == 1
+            # another project is not held back
+            call = gw.stub.Stream()
+            await call.write(ingest_pb2.IngestRequest(events=[ev("o", 1, project="other")],
+                                                      batch_id=9))
+            assert (await next_response(call)).ack.batch_id == 9
 
     arun(main())

@@ -18,8 +18,9 @@ from google.protobuf.message import DecodeError
 from runstream.v1 import ingest_pb2
 
 from ..common.clock import now_us
-from ..common.errors import PermanentError, RetryableError
+from ..common.errors import PermanentError, QuotaError, RetryableError
 from ..eventlog import EventLog
+from .quota import ProjectQuotas
 from .records import build_records, trailer
 from .validation import InvalidEvent, validate_request
 
@@ -50,11 +51,14 @@ class IngestService:
     ``push_control`` sends a control message to every stream that carries a run.
     """
 
-    def __init__(self, event_log: EventLog, gateway_name: str) -> None:
+    def __init__(self, event_log: EventLog, gateway_name: str,
+                 quotas: ProjectQuotas | None = None) -> None:
         self._log = event_log
         self._name = gateway_name.encode()
+        self._quotas = quotas if quotas is not None and quotas.limits.enabled else None
         self._streams_by_run: dict[str, set[_Stream]] = defaultdict(set)
-        self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0}
+        self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0,
+                      "throttled": 0}
         self._last_request = -1e9
 
     def busy(self) -> bool:
@@ -94,6 +98,23 @@ class IngestService:
                     if not streams:
                         del self._streams_by_run[run_id]
 
+    def _demands(self, raw: bytes, request: ingest_pb2.IngestRequest,
+                 slices: list) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(events, bytes, runs started) per (entity, project) of a validated request."""
+        events = request.events
+        total = len(events)
+        count_runs = bool(self._quotas.limits.runs_per_s)
+        out: dict[tuple[str, str], list[int]] = {}
+        for sl in slices:
+            first = events[sl.indexes[0]]
+            acc = out.setdefault((first.entity, first.project), [0, 0, 0])
+            n = len(sl.indexes)
+            acc[0] += n
+            acc[1] += len(raw) * n // total
+            if count_runs:
+                acc[2] += sum(1 for i in sl.indexes if events[i].HasField("run_start"))
+        return {k: tuple(v) for k, v in out.items()}
+
     async def _handle(self, raw: bytes, s: _Stream) -> None:
         received = now_us()
         self._last_request = time.monotonic()
@@ -114,6 +135,17 @@ class IngestService:
         if not slices:
             await s.write(ingest_pb2.IngestResponse(ack=ingest_pb2.Ack(batch_id=batch_id)))
             return
+        if self._quotas is not None:
+            try:
+                self._quotas.take(time.monotonic(), self._demands(raw, request, slices))
+            except QuotaError as e:
+                # The stream ends: a later request of it must not be appended before
+                # this one (per-run order). The client re-sends from its watermarks.
+                self.stats["throttled"] += 1
+                ms = max(1, int(e.retry_after_s * 1000))
+                await s.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"{e}; retry after {ms} ms",
+                                      trailing_metadata=(("retry-after-ms", str(ms)),))
         for sl in slices:
             if sl.run_id not in s.runs:
                 s.runs.add(sl.run_id)

@@ -1,0 +1,90 @@
+"""Per-project rate limits on a real embedded server with the real client: a run offering
+10x its project's limit is slowed to the limit (RESOURCE_EXHAUSTED + retry-after), loses
+nothing, and the server's memory stays flat while it is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from .conftest import ENTITY, embedded_args
+from .procs import QueryClient, ServerProcess
+
+pytestmark = [pytest.mark.e2e]
+
+LIMIT = 2_000              # events/s for the project
+OFFER_S = 3.0              # the script offers 10x LIMIT for this long
+SCRIPT = """
+import sys, time
+import runstream
+rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+run = runstream.init(project="limited", id="flood", settings={"system_metrics": False})
+t0 = time.monotonic()
+n = 0
+while time.monotonic() - t0 < seconds:
+    target = (time.monotonic() - t0) * rate
+    while n < target:
+        run.log({"x": float(n)})
+        n += 1
+    time.sleep(0.002)
+print("logged", n, flush=True)
+ok = run.finish()
+print("finished", ok, round(time.monotonic() - t0, 2), flush=True)
+"""
+
+
+def test_a_run_over_its_project_limit_is_slowed_and_loses_nothing(tmp_path):
+    srv = ServerProcess(embedded_args(tmp_path / "data", "--limit-events-per-s", str(LIMIT),
+                                      "--limit-burst", "1"),
+                        log_path=tmp_path / "server.log").start()
+    q = QueryClient(srv.grpc, srv.http, ENTITY)
+    rss: list[int] = []
+    done = threading.Event()
+
+    def sample():
+        p = psutil.Process(srv.proc.pid)
+        while not done.is_set():
+            rss.append(p.memory_info().rss)
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        sampler.start()
+        time.sleep(1.0)                                    # the idle baseline
+        env = {**os.environ, "RUNSTREAM_URL": srv.grpc, "RUNSTREAM_ENTITY": ENTITY,
+               "RUNSTREAM_FINISH_TIMEOUT": "120", "RUNSTREAM_DRAIN_TIMEOUT": "120"}
+        out = subprocess.run([sys.executable, "-c", SCRIPT, str(10 * LIMIT), str(OFFER_S)],
+                             env=env, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stdout + out.stderr
+        lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+        logged = int(lines["logged"])
+        ok, elapsed = lines["finished"].split()
+        assert ok == "True", out.stdout + out.stderr
+        # Offered at 10x; accepted at the limit (+ the 1 s burst), so it took about
+        # logged / LIMIT seconds; without the limit it would take about OFFER_S.
+        assert logged >= 8 * LIMIT * OFFER_S
+        assert float(elapsed) >= 0.7 * (logged - LIMIT) / LIMIT, (logged, elapsed)
+        run = q.wait_for(lambda: (r := q.run("limited", "flood")).state == "finished" and r,
+                         60, "the flood run finished")
+        hist = q.history("limited", "flood", keys=["x"])["x"]
+        assert hist.total_points == logged
+        assert list(hist.value) == [float(i) for i in range(logged)]     # nothing lost
+        assert run.last_seq == logged + 2          # RunStart, logs, Finish
+        assert "RESOURCE_EXHAUSTED" not in out.stderr   # the client backs off quietly
+        print(f"offered {logged} events in {OFFER_S} s, accepted in {elapsed} s "
+              f"({logged / float(elapsed):.0f}/s against a limit of {LIMIT}/s)")
+    finally:
+        done.set()
+        sampler.join(5)
+        q.close()
+        srv.stop()
+    baseline = rss[3]
+    growth_mb = (max(rss) - baseline) / 2**20
+    print(f"server RSS: baseline {baseline / 2**20:.0f} MB, peak growth {growth_mb:.0f} MB")
+    assert growth_mb < 200, f"server RSS grew {growth_mb:.0f} MB while refusing"
