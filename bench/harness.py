@@ -35,6 +35,7 @@ import json
 import os
 import pkgutil
 import platform
+import secrets
 import shutil
 import signal
 import statistics
@@ -762,9 +763,19 @@ def _print_result(result: dict[str, Any], seconds: float) -> None:
     print(f"   ({result['reps']} reps, {seconds:.1f} s)\n", flush=True)
 
 
+def ensure_api_key() -> None:
+    """One admin key for every server and client the bench starts (they inherit the
+    environment): servers make it an admin key (RUNSTREAM_BOOTSTRAP_KEY), clients and
+    the load generator send it (RUNSTREAM_API_KEY)."""
+    key = os.environ.get("RUNSTREAM_API_KEY") or "rsk_bench_" + secrets.token_hex(16)
+    os.environ["RUNSTREAM_API_KEY"] = key
+    os.environ.setdefault("RUNSTREAM_BOOTSTRAP_KEY", key)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
+    ensure_api_key()
 
     if args.child:
         return child_main(args.child, args.quick, args.reps, args.result, args.smoke)

@@ -13,6 +13,8 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.store"]
 
+from tests.fixtures.identity import TEST_KEY  # noqa: E402 - after pytest_plugins
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _runstream_dir(tmp_path_factory):
@@ -23,7 +25,10 @@ def _runstream_dir(tmp_path_factory):
     directory). An upload helper whose training process ended with events the server
     did not take keeps trying for 10 s, not the default 5 minutes."""
     d = tmp_path_factory.mktemp("runstream-dir")
-    env = {"RUNSTREAM_DIR": str(d), "RUNSTREAM_DRAIN_TIMEOUT": "10"}
+    # Every server a test starts makes TEST_KEY an admin key (RUNSTREAM_BOOTSTRAP_KEY), and
+    # every client sends it (RUNSTREAM_API_KEY); tests of access rules make other users.
+    env = {"RUNSTREAM_DIR": str(d), "RUNSTREAM_DRAIN_TIMEOUT": "10",
+           "RUNSTREAM_BOOTSTRAP_KEY": TEST_KEY, "RUNSTREAM_API_KEY": TEST_KEY}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

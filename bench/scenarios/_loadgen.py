@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import struct
@@ -54,6 +55,13 @@ from dataclasses import dataclass, field
 
 import grpc
 from runstream.v1 import events_pb2, ingest_pb2
+
+
+def auth_metadata() -> tuple[tuple[str, str], ...]:
+    """The bench's API key (RUNSTREAM_API_KEY, set by the harness) as gRPC metadata."""
+    key = os.environ.get("RUNSTREAM_API_KEY", "")
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
 
 METHOD = "/runstream.v1.Ingest/Stream"
 # As large as the gateway accepts by default (GatewayConfig.max_message_bytes = 16 MiB):
@@ -204,7 +212,8 @@ class Conn:
     def _open(self) -> None:
         self.call = self.channel.stream_stream(
             METHOD, request_serializer=None,
-            response_deserializer=ingest_pb2.IngestResponse.FromString)()
+            response_deserializer=ingest_pb2.IngestResponse.FromString)(
+                metadata=auth_metadata())
         self.reader = asyncio.create_task(self._read(self.call))
 
     async def open(self) -> None:

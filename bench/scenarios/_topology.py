@@ -487,11 +487,22 @@ class LoadGenGroup:
 
 # --- the query API ----------------------------------------------------------------------------
 
+def auth_headers() -> dict[str, str]:
+    """The bench's API key (``bench.harness.ensure_api_key``) as an HTTP header."""
+    key = os.environ.get("RUNSTREAM_API_KEY", "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def auth_metadata() -> tuple[tuple[str, str], ...]:
+    return tuple((k.lower(), v) for k, v in auth_headers().items())
+
+
 def http_json(url: str, timeout_s: float = 60) -> dict:
     """GET ``url`` → parsed JSON (raises on any HTTP error)."""
     import json
     import urllib.request
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+    req = urllib.request.Request(url, headers=auth_headers())
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         return json.load(resp)
 
 

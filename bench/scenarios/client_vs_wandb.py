@@ -219,6 +219,7 @@ def _worker(ctx, kind: str, calls: int, tag: str, *extra: str) -> dict:
     else:
         py = sys.executable
         env["RUNSTREAM_DIR"] = str(work)
+        env["RUNSTREAM_API_KEY"] = os.environ.get("RUNSTREAM_API_KEY", "")
     # -I: the script's directory (bench/scenarios) must not shadow any module
     cmd = [py, "-I", str(WORKER), kind, "--calls", str(calls), "--out", str(out), *extra]
     try:

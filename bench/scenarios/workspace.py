@@ -25,6 +25,7 @@ from runstream_server.store.migrate import apply_migrations
 from runstream_server.store.writer import StoreWriter
 
 from ..harness import REPO, Metric
+from ._topology import auth_headers
 from .client_log import _proc_cpu_s, _Server
 
 ORDER = 45
@@ -349,7 +350,8 @@ class _Sse:
     def __init__(self, base_url: str, path: str) -> None:
         u = urlsplit(base_url)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-        self.conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream",
+                                                **auth_headers()})
         self.resp = self.conn.getresponse()
         if self.resp.status != 200:
             raise RuntimeError(f"GET {path}: HTTP {self.resp.status} {self.resp.read()[:500]!r}")

@@ -232,7 +232,8 @@ def _look_up(s: Settings, mode: str, id, resume_policy, entity: str, project: st
         if not _state.grpc_usable():
             raise _resume.Unreachable("a child forked after gRPC was used cannot use it")
         _state.note_grpc_use()
-        found = _resume.lookup(s.query_url or s.url, entity, project, run_id)
+        found = _resume.lookup(s.query_url or s.url, entity, project, run_id,
+                               metadata=s.call_metadata)
     except _resume.Unreachable as e:
         if resume_policy in ("allow", "must"):
             log_.warning("runstream: cannot ask %s about run %s (%s); resuming it blind: "

@@ -50,13 +50,13 @@ def _json(text: str) -> Any:
 
 
 def lookup(url: str, entity: str, project: str, run_id: str,
-           timeout: float = LOOKUP_TIMEOUT_S) -> Found | None:
+           timeout: float = LOOKUP_TIMEOUT_S, metadata=()) -> Found | None:
     """The stored state of the run, ``None`` if it does not exist; raises ``Unreachable``."""
     try:
         with channel(url) as ch:
             view = query_pb2_grpc.QueryStub(ch).GetRun(
                 query_pb2.GetRunRequest(entity=entity, project=project, run_id=run_id),
-                timeout=timeout)
+                timeout=timeout, metadata=metadata)
     except grpc.RpcError as e:
         code = e.code() if hasattr(e, "code") else None
         if code == grpc.StatusCode.NOT_FOUND:

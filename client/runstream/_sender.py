@@ -55,6 +55,7 @@ _CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 * 1024 * 1024),
                     ("grpc.min_reconnect_backoff_ms", 250),
                     ("grpc.max_reconnect_backoff_ms", 2000)]
 CONNECT_TIMEOUT_S = 10.0
+_AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 def encode_request(datas: list[bytes], batch_id: int) -> bytes:
@@ -131,6 +132,7 @@ class Uploader:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._pause_until = 0.0
+        self._warned_auth = False
         self._rr = 0                          # round-robin start among the sources
         self.connected = False
         self.reconnects = 0
@@ -248,6 +250,14 @@ class Uploader:
                     delay = retry_after_s(e)
                     if delay is None:
                         delay = backoff
+                if (isinstance(e, grpc.aio.AioRpcError) and e.code() in _AUTH_CODES
+                        and not self._warned_auth):
+                    # Kept and retried: a key fixed on the server side (or a later
+                    # `runstream sync` with the right key) loses nothing.
+                    self._warned_auth = True
+                    log.warning("runstream: %s refused the upload (%s: %s); the events stay "
+                                "in the journal and are retried (RUNSTREAM_API_KEY)",
+                                self.settings.url, e.code().name, e.details())
                 log.debug("runstream uploader: stream ended: %s", e)
             except Exception as e:
                 got_ack = False
@@ -280,7 +290,8 @@ class Uploader:
             # Requests are sent as pre-encoded bytes (no serializer): see encode_request.
             call = channel.stream_stream(
                 "/runstream.v1.Ingest/Stream", request_serializer=None,
-                response_deserializer=ingest_pb2.IngestResponse.FromString)()
+                response_deserializer=ingest_pb2.IngestResponse.FromString)(
+                    metadata=s.call_metadata)
             self.connected = True
             with self._lock:
                 for src in self._sources.values():

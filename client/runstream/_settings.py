@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 
 def _env_float(name: str, default: float) -> float:
@@ -62,6 +62,13 @@ class Settings:
     # answered by then stays empty. One second is enough for a local repository and
     # keeps init fast on a network filesystem.
     metadata_timeout_s: float = 1.0
+    # Sent as "authorization: Bearer <key>" on every call (RUNSTREAM_API_KEY). Never
+    # logged or written to the journal.
+    api_key: str = field(default="", repr=False)
+
+    @property
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -80,6 +87,7 @@ class Settings:
             system_metrics_interval_s=_env_float("RUNSTREAM_SYSTEM_METRICS_INTERVAL",
                                                  cls.system_metrics_interval_s),
             metadata_timeout_s=_env_float("RUNSTREAM_METADATA_TIMEOUT", cls.metadata_timeout_s),
+            api_key=os.environ.get("RUNSTREAM_API_KEY", "").strip(),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

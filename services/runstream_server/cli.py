@@ -8,6 +8,7 @@
     runstream migrate    apply pending store migrations
     runstream replay     drop the projections and rebuild them from the event log
     runstream sync       upload client run journals left on disk (offline runs)
+    runstream user|key|team|whoami   users, teams and API keys (a running api's Admin)
 
 Every flag also reads a RUNSTREAM_* environment variable (docs/configuration.md).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from .common.errors import ConfigError
 from .config import (
     ROLES,
+    AuthConfig,
     EventLogConfig,
     GatewayConfig,
     ReaperConfig,
@@ -107,6 +109,8 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
             limit_runs_per_s=getattr(args, "limit_runs_per_s", 0.0),
             limit_burst_s=getattr(args, "limit_burst", GatewayConfig.limit_burst_s)),
         instance=getattr(args, "instance", ""),
+        auth=AuthConfig(bootstrap_key=os.environ.get("RUNSTREAM_BOOTSTRAP_KEY", ""),
+                        bootstrap_user=_env("BOOTSTRAP_USER", "admin")),
         tls=TlsConfig(cert=_path(getattr(args, "tls_cert", "")),
                       key=_path(getattr(args, "tls_key", "")),
                       client_ca=_path(getattr(args, "tls_client_ca", "")),
@@ -129,6 +133,10 @@ async def _serve(cfg: ServerConfig) -> None:
         print(f"runstream: gRPC listening on {addrs.grpc}", flush=True)
     if addrs.http:
         print(f"runstream: HTTP listening on {addrs.http}", flush=True)
+    if server.admin_key_file is not None:
+        print(f"runstream: created admin user {cfg.auth.bootstrap_user}; its API key is in "
+              f"{server.admin_key_file} (export RUNSTREAM_API_KEY=$(cat "
+              f"{server.admin_key_file}))", flush=True)
     print("runstream: ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -188,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     from runstream import _sync
     _sync.add_arguments(sub.add_parser("sync", help="upload client run journals left on disk "
                                                     "(offline runs): runstream sync [DIR]"))
+    from runstream import _identity_cli
+    _identity_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "sync":
         return _sync.run_cli(args)
+    if args.command in _identity_cli.COMMANDS:
+        return _identity_cli.run_cli(args)
     logging.basicConfig(level=os.environ.get("RUNSTREAM_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -36,6 +36,11 @@ class EventLogConfig:
         return "kafka" if self.kafka_bootstrap else "local"
 
     @property
+    def identity_topic(self) -> str:
+        """The identity log's Kafka topic (users, teams, API keys; auth/)."""
+        return f"{self.topic}.identity"
+
+    @property
     def control_topic(self) -> str:
         """The control log's Kafka topic (stop requests to the gateways)."""
         return f"{self.topic}.control"
@@ -171,6 +176,31 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """``bootstrap_key`` (env ``RUNSTREAM_BOOTSTRAP_KEY`` only: a flag would show in
+    ``ps``): at start, make it an admin key of ``bootstrap_user`` unless it already
+    works (idempotent; every gateway and api may be given the same one). Without it,
+    the embedded server creates a random admin key on its first start
+    (``<data_dir>/admin-key``)."""
+
+    bootstrap_key: str = ""
+    bootstrap_user: str = "admin"
+
+    def validate(self) -> None:
+        from .auth.identity import MIN_KEY_CHARS
+        if self.bootstrap_key and len(self.bootstrap_key) < MIN_KEY_CHARS:
+            raise ConfigError(f"the bootstrap key must have at least {MIN_KEY_CHARS} "
+                              "characters")
+        if self.bootstrap_key and not self.bootstrap_key.isprintable():
+            raise ConfigError("the bootstrap key must be printable characters")
+        if not _USER_RE.match(self.bootstrap_user):
+            raise ConfigError(f"invalid bootstrap user name {self.bootstrap_user!r}")
+
+
+_USER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     roles: tuple[str, ...] = ROLES
     data_dir: Path = Path(".runstream")
@@ -183,6 +213,7 @@ class ServerConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     instance: str = ""                 # name in logs and Crashed.detector; default host:pid
 
     @property
@@ -211,5 +242,6 @@ class ServerConfig:
         self.gateway.validate()
         if self.needs_grpc:                 # the roles that listen (gRPC, and HTTP for the api)
             self.tls.validate(self.host)
+            self.auth.validate()
         self.projector.validate()
         self.reaper.validate()

@@ -20,9 +20,9 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from runstream.v1 import query_pb2_grpc, runs_pb2_grpc
+from runstream.v1 import identity_pb2_grpc, query_pb2_grpc, runs_pb2_grpc
 
-from .config import ServerConfig
+from .config import ROLES, ServerConfig
 from .eventlog import EventLog
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,21 @@ def make_control_log(cfg: ServerConfig) -> EventLog:
     return LocalEventLog(cfg.data_dir / "controllog", partitions=1, fsync="never")
 
 
+def make_identity_log(cfg: ServerConfig) -> EventLog:
+    """The identity log (users, teams, API keys; ``auth/``): one partition, kept forever."""
+    ec = cfg.event_log
+    if ec.kind == "kafka":
+        from .eventlog.kafka import TOPIC_CONFIGS, KafkaEventLog
+        return KafkaEventLog(bootstrap=ec.kafka_bootstrap, topic=ec.identity_topic,
+                             partitions=1, client_id="runstream-identity",
+                             topic_configs={**TOPIC_CONFIGS, "retention.ms": "-1"})
+    from .eventlog.local import LocalEventLog
+    return LocalEventLog(cfg.data_dir / "identitylog", partitions=1, fsync="always")
+
+
+ADMIN_KEY_FILE = "admin-key"     # under the data dir: the embedded server's first key
+
+
 def open_store(cfg: ServerConfig):
     """Connect to the store and apply pending migrations (blocking)."""
     from .store.client import connect
@@ -81,6 +96,9 @@ class Server:
         self.event_log: EventLog | None = None
         self.control_log: EventLog | None = None   # stop requests: api → gateways
         self.control_tail = None
+        self.identity_log: EventLog | None = None
+        self.identity = None                        # auth.watcher.IdentityWatcher
+        self._identity_task: asyncio.Task | None = None
         self.store = None
         self.ingest = None
         self.projector = None
@@ -91,6 +109,7 @@ class Server:
         self._tasks: list[asyncio.Task] = []
         self._control_task: asyncio.Task | None = None
         self._mutations = None
+        self.admin_key_file = None                  # written by the first embedded start
 
     async def start(self) -> Addresses:
         cfg = self.cfg
@@ -101,6 +120,7 @@ class Server:
         if "gateway" in cfg.roles or "api" in cfg.roles:
             self.control_log = make_control_log(cfg)
             await self.control_log.start()
+            await self._start_identity()
 
         if cfg.needs_store:
             from .api.store_access import StoreAccess
@@ -125,6 +145,34 @@ class Server:
             t.add_done_callback(self._task_done)
         return self.addresses
 
+    async def _start_identity(self) -> None:
+        """Fold the identity log before serving; create the first admin key if asked
+        (``auth.bootstrap_key``) or, for the embedded server, if there is no admin."""
+        from .auth.identity import new_key
+        from .auth.watcher import IdentityWatcher
+        cfg = self.cfg
+        self.identity_log = make_identity_log(cfg)
+        await self.identity_log.start()
+        self.identity = IdentityWatcher(self.identity_log, self.instance)
+        await self.identity.start()
+        self._identity_task = asyncio.create_task(self.identity.run(), name="identity")
+        self._identity_task.add_done_callback(self._task_done)
+        if cfg.auth.bootstrap_key:
+            if await self.identity.bootstrap(cfg.auth.bootstrap_key, cfg.auth.bootstrap_user):
+                log.warning("identity: admin user %s created with the bootstrap key",
+                            cfg.auth.bootstrap_user)
+        elif self.embedded and not self.identity.table.has_admin():
+            key = new_key()
+            path = cfg.data_dir / ADMIN_KEY_FILE
+            path.touch(mode=0o600)
+            path.write_text(key + "\n")
+            await self.identity.bootstrap(key, cfg.auth.bootstrap_user)
+            self.admin_key_file = path
+
+    @property
+    def embedded(self) -> bool:
+        return set(self.cfg.roles) == set(ROLES) and self.cfg.event_log.kind == "local"
+
     def _task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
@@ -145,7 +193,8 @@ class Server:
             g = cfg.gateway
             quotas = ProjectQuotas(Limits(g.limit_events_per_s, g.limit_bytes_per_s,
                                           g.limit_runs_per_s, g.limit_burst_s))
-            self.ingest = IngestService(self.event_log, self.instance, quotas)
+            self.ingest = IngestService(self.event_log, self.instance, quotas,
+                                        self.identity.table)
             server.add_generic_rpc_handlers((self.ingest.handler(),))
             services.append("runstream.v1.Ingest")
             from .gateway.control import ControlTail
@@ -157,13 +206,18 @@ class Server:
         if "api" in cfg.roles:
             from .api.grpc_query import QueryService
             from .api.queries import Queries
+            table = self.identity.table
             query_pb2_grpc.add_QueryServicer_to_server(
-                QueryService(self.store, Queries(self.store.client, self.store.database)),
-                server)
+                QueryService(self.store, Queries(self.store.client, self.store.database),
+                             table), server)
             services.append("runstream.v1.Query")
             from .api.grpc_runs import RunsService
-            runs_pb2_grpc.add_RunsServicer_to_server(RunsService(self.mutations()), server)
+            runs_pb2_grpc.add_RunsServicer_to_server(RunsService(self.mutations(), table),
+                                                     server)
             services.append("runstream.v1.Runs")
+            from .api.grpc_admin import AdminService
+            identity_pb2_grpc.add_AdminServicer_to_server(AdminService(self.identity), server)
+            services.append("runstream.v1.Admin")
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{cfg.host}:{cfg.grpc_port}"
@@ -199,7 +253,8 @@ class Server:
         from .api.http import HttpApi
         from .api.queries import Queries
         api = HttpApi(self.store, Queries(self.store.client, self.store.database),
-                      self.mutations())
+                      self.mutations(), self.identity.table,
+                      secure_cookie=self.cfg.tls.enabled)
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
         tls = self.cfg.tls
@@ -234,5 +289,10 @@ class Server:
             await self.event_log.close()
         if self.control_log is not None:
             await self.control_log.close()
+        if self._identity_task is not None:
+            self.identity.stop()
+            await asyncio.gather(self._identity_task, return_exceptions=True)
+        if self.identity_log is not None:
+            await self.identity_log.close()
         if self.store is not None:
             self.store.close()

@@ -18,6 +18,8 @@ from pathlib import Path
 import grpc
 from runstream.v1 import query_pb2, query_pb2_grpc
 
+from tests.fixtures.identity import auth_headers, auth_metadata
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLIENT_SCRIPT = Path(__file__).with_name("client_script.py")
@@ -114,15 +116,43 @@ def expected_value(step: int, k: int) -> float:
 
 # -- reading back -------------------------------------------------------------------
 
-def http(srv, method: str, path: str, body=None) -> tuple[int, object]:
-    """(status, JSON body) of one HTTP/JSON API call to ``srv``; 4xx/5xx answers too."""
+def http(srv, method: str, path: str, body=None, key: str | None = None) -> tuple[int, object]:
+    """(status, JSON body) of one HTTP/JSON API call to ``srv``; 4xx/5xx answers too.
+    Sent with the session's admin key unless ``key`` is given ("" sends none)."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(srv.http + path, data=data, method=method)
+    req = urllib.request.Request(srv.http + path, data=data, method=method,
+                                 headers=auth_headers(key))
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+class AuthInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor,
+                      grpc.UnaryStreamClientInterceptor):
+    """Adds the given metadata (the API key) to every call of a channel."""
+
+    def __init__(self, metadata) -> None:
+        self._md = tuple(metadata)
+
+    def _details(self, d):
+        return d._replace(metadata=tuple(d.metadata or ()) + self._md)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+def authed_channel(address: str, options=None, key: str | None = None) -> grpc.Channel:
+    """A plaintext channel whose calls carry the session's admin key (or ``key``)."""
+    return grpc.intercept_channel(grpc.insecure_channel(address, options=options),
+                                  AuthInterceptor(auth_metadata(key)))
 
 
 class QueryClient:
@@ -132,7 +162,8 @@ class QueryClient:
         # Raw histories of flat-out runs exceed gRPC's 4 MiB default message size.
         self.channel = grpc.insecure_channel(
             grpc_addr, options=[("grpc.max_receive_message_length", 256 << 20)])
-        self.stub = query_pb2_grpc.QueryStub(self.channel)
+        self.stub = query_pb2_grpc.QueryStub(
+            grpc.intercept_channel(self.channel, AuthInterceptor(auth_metadata())))
         self.http = http_addr
         self.entity = entity
 
@@ -140,7 +171,8 @@ class QueryClient:
         self.channel.close()
 
     def http_get(self, path: str):
-        with urllib.request.urlopen(self.http + path, timeout=30) as r:
+        req = urllib.request.Request(self.http + path, headers=auth_headers())
+        with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
     def runs(self, project: str) -> list[query_pb2.RunView]:
@@ -232,5 +264,6 @@ def send_events(url: str, events: list, batch: int = 100, timeout: float = 60) -
             yield ingest_pb2.IngestRequest(events=events[i:i + batch], batch_id=i // batch + 1)
 
     with grpc.insecure_channel(url) as ch:
-        responses = list(ingest_pb2_grpc.IngestStub(ch).Stream(requests(), timeout=timeout))
+        responses = list(ingest_pb2_grpc.IngestStub(ch).Stream(requests(), timeout=timeout,
+                                                               metadata=auth_metadata()))
     return responses

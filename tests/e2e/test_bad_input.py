@@ -19,7 +19,7 @@ from runstream.v1 import events_pb2 as E
 from runstream.v1 import ingest_pb2, query_pb2
 
 from .conftest import ENTITY, start_embedded
-from .procs import expected_value, http, make_events, send_events
+from .procs import auth_headers, auth_metadata, expected_value, http, make_events, send_events
 
 pytestmark = [pytest.mark.e2e]
 
@@ -62,7 +62,7 @@ def raw_stream(url: str, payloads: list[bytes], timeout: float = 30,
     with grpc.insecure_channel(url, options=[("grpc.max_send_message_length", max_send)]) as ch:
         call = ch.stream_stream(METHOD, request_serializer=None,
                                 response_deserializer=ingest_pb2.IngestResponse.FromString)
-        return list(call(iter(payloads), timeout=timeout))
+        return list(call(iter(payloads), timeout=timeout, metadata=auth_metadata()))
 
 
 def request(*events: E.Event, batch_id: int = 1) -> bytes:
@@ -314,7 +314,8 @@ def _raw(srv, method: str, path: str, data: bytes) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
     req = urllib.request.Request(srv.http + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          **auth_headers()})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())

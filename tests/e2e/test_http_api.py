@@ -14,7 +14,7 @@ import pytest
 from runstream.v1 import events_pb2
 
 from .conftest import ENTITY, embedded_args
-from .procs import ServerProcess, send_events
+from .procs import ServerProcess, auth_headers, send_events
 
 pytestmark = [pytest.mark.e2e]
 
@@ -53,7 +53,8 @@ def events(run_id: str) -> list:
 def get(srv, path: str, params=None) -> tuple[int, dict]:
     url = srv.http + path + ("?" + urllib.parse.urlencode(params, doseq=True) if params else "")
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth_headers()),
+                                    timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())

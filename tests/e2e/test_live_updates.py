@@ -20,7 +20,7 @@ import pytest
 import runstream
 
 from .conftest import ENTITY, embedded_args
-from .procs import QueryClient, ServerProcess, http
+from .procs import QueryClient, ServerProcess, auth_headers, http
 
 pytestmark = [pytest.mark.e2e]
 
@@ -49,7 +49,7 @@ class Stream:
         self.conn = httpc.HTTPConnection(u.hostname, u.port, timeout=60)
         self.conn.connect()
         self.sock = self.conn.sock
-        self.conn.request("GET", path, headers=headers or {})
+        self.conn.request("GET", path, headers={**auth_headers(), **(headers or {})})
         self.resp = self.conn.getresponse()      # returns once the headers arrived
         self.status = self.resp.status
         self.messages: list[dict] = []

@@ -18,7 +18,7 @@ from runstream.v1 import query_pb2, query_pb2_grpc
 from tests.fixtures.certs import make_certs
 
 from .conftest import ENTITY, embedded_args
-from .procs import BIN, ServerProcess, expected_value, run_client
+from .procs import BIN, ServerProcess, auth_headers, expected_value, run_client
 
 pytestmark = [pytest.mark.e2e]
 
@@ -50,7 +50,8 @@ def _https(url: str, cafile=None, cert=None) -> int:
     ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     if cert is not None:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-    with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
+    req = urllib.request.Request(url, headers=auth_headers())
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
         return r.status
 
 

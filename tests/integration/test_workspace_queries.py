@@ -28,6 +28,8 @@ from runstream_server.store.client import connect, drop_projections
 from runstream_server.store.migrate import MIGRATIONS_DIR, apply_migrations
 from runstream_server.store.writer import StoreWriter
 
+from tests.fixtures.identity import admin_table, auth_headers
+
 pytestmark = pytest.mark.chdb
 
 DB = "wsq"
@@ -149,11 +151,12 @@ class Http:
         """``await check(get)``; ``await get(path, params)`` → ``(status, body)``."""
         async def main():
             store = StoreAccess(self.client, self.db)
-            http = TestClient(TestServer(HttpApi(store, Queries(self.client, self.db)).app()))
+            http = TestClient(TestServer(HttpApi(store, Queries(self.client, self.db), None,
+                                                 admin_table()).app()))
             await http.start_server()
 
             async def get(path: str, params=None):
-                r = await http.get(path, params=params)
+                r = await http.get(path, params=params, headers=auth_headers())
                 return r.status, await r.json()
             try:
                 await check(get)

@@ -25,6 +25,8 @@ from runstream_server.store.client import connect, drop_projections
 from runstream_server.store.migrate import apply_migrations
 from runstream_server.store.writer import StoreWriter
 
+from tests.fixtures.identity import admin_table, auth_headers
+
 pytestmark = pytest.mark.chdb
 
 DB = "ws_test"
@@ -132,7 +134,9 @@ class Stack:
         self.task = asyncio.create_task(self.projector.run()) if self.run_projector else None
         queries = Queries(self.chdb, DB)
         mutations = Mutations(self.log, None, self.store, queries, "test")
-        self.http = TestClient(TestServer(HttpApi(self.store, queries, mutations).app()))
+        self.http = TestClient(TestServer(HttpApi(self.store, queries, mutations,
+                                                  admin_table()).app(),
+                                          ), headers=auth_headers())
         await self.http.start_server()
         return self
 
@@ -213,7 +217,7 @@ def test_http_bad_input_is_400_and_appends_nothing(tmp_path, store_dsn):
             bad_puts = [
                 "", "not json", "[1]", '{"user": "u", "state": NaN}',
                 "[" * 100_000 + "]" * 100_000,
-                {"state": {}}, {"user": "u"}, {"user": "", "state": {}},
+                {"state": {}}, {"user": "u"},
                 {"user": " ", "state": {}}, {"user": "a\nb", "state": {}},
                 {"user": "x" * 129, "state": {}}, {"user": 5, "state": {}},
                 {"user": "u", "state": []}, {"user": "u", "state": "x"},

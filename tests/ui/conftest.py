@@ -14,7 +14,8 @@ Fixtures (every test under tests/ui gets the ``ui`` marker automatically):
   Playwright's ``launch()`` gives it a new empty profile (``--user-data-dir`` in a
   temporary directory, removed on close). Package scope because a live sync Playwright
   breaks ``asyncio.run`` in later tests (see the fixture).
-- ``page`` (function): a Page in a new browser context (viewport 1400x900), default
+- ``page`` (function): a Page in a new browser context (viewport 1400x900), signed in
+  (cookie ``runstream_key`` = the session's admin key, ``RUNSTREAM_API_KEY``), default
   timeout 10 s (actions, navigation, and ``expect``). ``page.console_errors`` is a list
   of the page's console errors and uncaught exceptions, as strings: assert it is empty.
   When the test fails, a screenshot ``FAILED-<test name>.png`` is saved.
@@ -43,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ENTITY, start_embedded
+from tests.e2e.procs import auth_headers
 from tests.ui.seed_script import SEED_RUNS
 
 UI_DIR = Path(__file__).resolve().parent
@@ -139,7 +141,8 @@ class UiServer:
     # reading
     def get_json(self, path: str):
         """GET ``http + path`` and decode the JSON answer (raises HTTPError on 4xx/5xx)."""
-        with urllib.request.urlopen(self.http + path, timeout=30) as r:
+        req = urllib.request.Request(self.http + path, headers=auth_headers())
+        with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
     def run_json(self, run_id: str, project: str | None = None) -> dict:
@@ -286,6 +289,9 @@ def page(browser, request):
 
     expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # Signed in: the session's admin key as the sign-in cookie (tests/conftest.py).
+    context.add_cookies([{"name": "runstream_key", "value": os.environ["RUNSTREAM_API_KEY"],
+                          "domain": "127.0.0.1", "path": "/"}])
     context.set_default_timeout(DEFAULT_TIMEOUT_MS)
     context.set_default_navigation_timeout(DEFAULT_TIMEOUT_MS)
     pg = context.new_page()

@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 
+from tests.e2e.procs import auth_headers
 from tests.ui.seed_script import SEED_RUNS, STEPS, train_loss, val_acc
 
 
@@ -73,7 +74,8 @@ def test_live_run_runs_until_stopped(ui_server):
     assert live.proc.poll() is None
     req = urllib.request.Request(
         f"{ui_server.http}/api/v1/runs/{ui_server.entity}/{ui_server.project}/{live.run_id}/stop",
-        data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+        data=b"{}", method="POST", headers={"Content-Type": "application/json",
+                                            **auth_headers()})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 202
     assert live.wait(30) != 0, live.output()

@@ -88,7 +88,7 @@ def test_encode_request_parses_as_ingest_request():
 def clean_env(monkeypatch):
     for name in ("RUNSTREAM_URL", "RUNSTREAM_ENTITY", "RUNSTREAM_HEARTBEAT_INTERVAL",
                  "RUNSTREAM_FINISH_TIMEOUT", "RUNSTREAM_UPLOADER", "RUNSTREAM_DRAIN_TIMEOUT",
-                 "RUNSTREAM_MODE", "RUNSTREAM_METADATA_TIMEOUT"):
+                 "RUNSTREAM_MODE", "RUNSTREAM_METADATA_TIMEOUT", "RUNSTREAM_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 

@@ -17,6 +17,8 @@ from runstream_server.common.errors import ConflictError, NotFoundError, Permane
 from runstream_server.eventlog.local import LocalEventLog
 from runstream_server.gateway.control import ControlTail, stop_controls
 
+from tests.fixtures.identity import admin
+
 
 def arun(coro):
     return asyncio.run(asyncio.wait_for(coro, 15))
@@ -79,6 +81,9 @@ def test_patch_from_json():
             patch_from_json(bad)
 
 
+P = admin()
+
+
 def test_validate_identity():
     validate_identity("ent", "proj", "run-1.a_b")
     for args in (("ent", "proj", ""), ("ent", "proj", "a/b"), ("", "proj", "r"),
@@ -96,19 +101,19 @@ def test_changes_are_server_events_in_the_log_and_stops_also_in_the_control_log(
         q = _Queries({("ent", "proj", "run"): "running", ("ent", "proj", "done"): "finished"})
         m = Mutations(log, control, _Store(), q, "inst-1")
         try:
-            await m.update("ent", "proj", "run", E.RunPatch(name="new", color="#ABC"))
-            await m.stop("ent", "proj", "run", "", default_requester="web")
-            await m.delete("ent", "proj", "run")
+            await m.update(P, "ent", "proj", "run", E.RunPatch(name="new", color="#ABC"))
+            await m.stop(P, "ent", "proj", "run", "")
+            await m.delete(P, "ent", "proj", "run")
             with pytest.raises(NotFoundError):
-                await m.update("ent", "proj", "nope", E.RunPatch(name="x"))
+                await m.update(P, "ent", "proj", "nope", E.RunPatch(name="x"))
             with pytest.raises(NotFoundError):
-                await m.stop("ent", "proj", "nope", "me")
+                await m.stop(P, "ent", "proj", "nope", "me")
             with pytest.raises(ConflictError):
-                await m.stop("ent", "proj", "done", "me")
+                await m.stop(P, "ent", "proj", "done", "me")
             with pytest.raises(PermanentError):      # input is checked before the store
-                await m.update("ent", "proj", "nope", E.RunPatch())
+                await m.update(P, "ent", "proj", "nope", E.RunPatch())
             with pytest.raises(PermanentError):
-                await m.stop("ent", "proj", "run", "a\nb")
+                await m.stop(P, "ent", "proj", "run", "a\nb")
             return await _records(log), await _records(control)
         finally:
             await log.close()
@@ -120,7 +125,7 @@ def test_changes_are_server_events_in_the_log_and_stops_also_in_the_control_log(
     assert all(e.seq == 0 and e.server_time_us > 0 and e.run_id == "run" for e in events)
     assert all(r.gateway == "api:inst-1" and r.server_time_us > 0 for r in main_recs)
     assert events[0].run_patch.color == "#abc"
-    assert events[1].stop_requested.requested_by == "web"
+    assert events[1].stop_requested.requested_by == "admin"    # the caller, by default
     (stop_rec,) = control_recs
     assert stop_rec.events[0] == events[1]
 

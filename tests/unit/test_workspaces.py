@@ -35,6 +35,7 @@ from runstream_server.reaper.liveness import RUNNING, LivenessTable
 
 from tests.fixtures.fold import KEY, T0, fold, rec, start
 from tests.fixtures.fold import ev as run_ev
+from tests.fixtures.identity import admin
 
 STATE = {"hidden": ["r1"], "colors": {"r2": "#ff0000"}, "sort": {"key": "name", "desc": True},
          "group_by": "config.lr", "filters": [{"key": "state", "op": "=", "value": "running"}],
@@ -183,20 +184,23 @@ async def _records(log: LocalEventLog):
     return out
 
 
+P = admin()
+
+
 def test_save_appends_one_server_event_keyed_by_project(tmp_path):
     async def main():
         log = LocalEventLog(tmp_path / "log", partitions=4)
         await log.start()
         m = Mutations(log, None, _NoStore(), None, "inst-1")
         try:
-            first = await m.save_workspace("ent", "proj", "alice", STATE)
-            await m.save_workspace("ent", "proj", "bob", {})
-            for args in (("ent", "proj", "", {}), ("ent", "proj", "a\nb", {}),
+            first = await m.save_workspace(P, "ent", "proj", "alice", STATE)
+            await m.save_workspace(P, "ent", "proj", "", {})     # "": the caller's own
+            for args in (("ent", "proj", "a\nb", {}),
                          ("ent", "proj", "u", []), ("ent", "proj", "u", {"x": float("nan")}),
                          ("ent", "p/q", "u", {}), ("", "proj", "u", {}),
                          ("ent", "proj", "u", {"k": "x" * MAX_STATE_BYTES})):
                 with pytest.raises(PermanentError):
-                    await m.save_workspace(*args)
+                    await m.save_workspace(P, *args)
             return first, await _records(log)
         finally:
             await log.close()
@@ -206,7 +210,7 @@ def test_save_appends_one_server_event_keyed_by_project(tmp_path):
     assert {r.partition for r in records} == {partition_for("ent/proj/workspace", 4)}
     evs = [E.LogRecord.FromString(r.value).events[0] for r in records]
     assert [(e.run_id, e.entity, e.project, e.seq, e.workspace_saved.user) for e in evs] == [
-        ("", "ent", "proj", 0, "alice"), ("", "ent", "proj", 0, "bob")]
+        ("", "ent", "proj", 0, "alice"), ("", "ent", "proj", 0, "admin")]
     assert json.loads(evs[0].workspace_saved.state_json) == STATE
     assert evs[0] == first and first.server_time_us > 0
     assert evs[1].workspace_saved.state_json == "{}"
@@ -214,7 +218,7 @@ def test_save_appends_one_server_event_keyed_by_project(tmp_path):
     # The projector folds exactly what the api appended.
     b = RowBatch()
     fold_records({}, [(r.partition, r.offset, r.value) for r in records], b)
-    assert sorted(k.user for k in b.workspaces) == ["alice", "bob"] and b.runs == {}
+    assert sorted(k.user for k in b.workspaces) == ["admin", "alice"] and b.runs == {}
 
 
 # --- gateway, reaper, lean view -----------------------------------------------------------

@@ -419,7 +419,7 @@ class ChartQueries:
             "GROUP BY grp ORDER BY grp LIMIT {n:UInt32}",
             dict(params, n=MAX_GROUPS + 1), "grouping runs").result_rows
         if not groups:
-            self._require_project(entity, project)
+            self._require_project(entity, project, flt.public_only)
             return {"groups": [], "buckets": 0}
         if len(groups) > MAX_GROUPS:
             raise PermanentError(f"group_by config.{group_by} makes more than {MAX_GROUPS} "

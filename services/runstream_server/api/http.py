@@ -37,10 +37,12 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from .. import web as web_ui
+from ..auth.access import COOKIE, authenticate, key_from_header, require_admin
+from ..auth.identity import IdentityTable, Principal
 from ..common import status
-from ..common.errors import PermanentError
+from ..common.errors import NotFoundError, PermanentError
 from ..common.status import TRANSLATED
-from . import run_filter
+from . import authz, run_filter
 from .chart_queries import MAX_CHART_BUCKETS
 from .convert import jsonable
 from .live import LiveUpdates
@@ -63,6 +65,14 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return _json({"error": {"code": code, "message": message}}, status)
+
+
+# The caller of a request, set by the ``_auth`` middleware.
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def _whoami(p: Principal) -> dict[str, Any]:
+    return {"user": p.user, "admin": p.admin, "teams": sorted(p.teams), "key_id": p.key_id}
 
 
 def _known_params(q, allowed: set[str] | frozenset[str]) -> None:
@@ -100,15 +110,21 @@ def _int(q, name: str, default: int, lo: int = 0, hi: int = 2**63 - 1) -> int:
 
 class HttpApi:
     def __init__(self, store: StoreAccess, queries: Queries,
-                 mutations: Mutations | None = None) -> None:
+                 mutations: Mutations | None, identity: IdentityTable,
+                 secure_cookie: bool = False) -> None:
         self._store = store
         self._q = queries
         self._m = mutations
+        self._identity = identity
+        self._secure_cookie = secure_cookie
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._errors, self._auth])
         web_ui.add_routes(app)   # GET / and GET /static/... (web/)
         app.router.add_get("/healthz", self.health)
+        app.router.add_post("/api/v1/login", self.login)
+        app.router.add_post("/api/v1/logout", self.logout)
+        app.router.add_get("/api/v1/whoami", self.whoami)
         app.router.add_get("/api/v1/projects", self.projects)
         app.router.add_get("/api/v1/projects/{entity}/{project}/runs", self.runs)
         app.router.add_get("/api/v1/runs/{entity}/{project}/{run_id}", self.run)
@@ -127,8 +143,19 @@ class HttpApi:
         if self._m is not None:
             app.router.add_put(_WORKSPACE, self.put_workspace)
         # Live updates (SSE) and their registry; streams end on app shutdown (api/live.py).
-        LiveUpdates(self._store).install(app)
+        LiveUpdates(self._store, access=self._live_access).install(app)
         return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        """Every /api/ route but login needs a valid key: the Authorization header, else
+        the login cookie. The page and its static files are public (they hold no data)."""
+        path = request.path
+        if path.startswith("/api/") and path != "/api/v1/login":
+            key = (key_from_header(request.headers.get("Authorization"))
+                   or request.cookies.get(COOKIE, ""))
+            request[PRINCIPAL] = authenticate(self._identity, key)
+        return await handler(request)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler):
@@ -141,33 +168,63 @@ class HttpApi:
     async def health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
+    # --- sign-in (the web UI) ----------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.Response:
+        """``{"key": "..."}`` → the caller's identity, and an HttpOnly cookie holding the
+        key for the page's later requests (SameSite=Strict; Secure over TLS)."""
+        body = await self._body(request, required=True)
+        key = body.get("key") if isinstance(body, dict) else None
+        if not isinstance(key, str) or not key:
+            raise PermanentError('the body must be {"key": "<API key>"}')
+        p = authenticate(self._identity, key.strip())
+        resp = _json(_whoami(p))
+        resp.set_cookie(COOKIE, key.strip(), httponly=True, samesite="Strict",
+                        secure=self._secure_cookie, path="/", max_age=30 * 24 * 3600)
+        return resp
+
+    async def logout(self, request: web.Request) -> web.Response:
+        resp = _json({"signed_out": True})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        return _json(_whoami(request[PRINCIPAL]))
+
     async def projects(self, request: web.Request) -> web.Response:
         q = request.query
         _known_params(q, {"entity", "q"})
         rows = await self._store.call(self._q.list_projects, q.get("entity") or None,
-                                      q.get("q", ""))
+                                      q.get("q", ""), authz.members_of(request[PRINCIPAL]))
         return _json({"projects": rows})
 
     async def runs(self, request: web.Request) -> web.Response:
         q, m = request.query, request.match_info
         flt = run_filter.from_query(q, _RUNS_PARAMS)
-        rows, total = await self._store.call(
-            self._q.list_runs, m["entity"], m["project"], flt, q.get("sort", "created_at"),
-            _bool(q, "desc"), _int(q, "limit", 0, 0, 1000), _int(q, "offset", 0), True)
+        sort, desc = q.get("sort", "created_at"), _bool(q, "desc")
+        limit, offset = _int(q, "limit", 0, 0, 1000), _int(q, "offset", 0)
+
+        def read():
+            flt.public_only = self._public_only(request, m)
+            return self._q.list_runs(m["entity"], m["project"], flt, sort, desc, limit,
+                                     offset, True)
+        rows, total = await self._store.call(read)
         return _json({"runs": rows, "total": total})
 
     async def columns(self, request: web.Request) -> web.Response:
         q, m = request.query, request.match_info
         _known_params(q, {"prefix", "limit"})
-        out = await self._store.call(self._q.columns, m["entity"], m["project"],
-                                     q.get("prefix", ""), _int(q, "limit", 200, 1, 5000))
+        prefix, limit = q.get("prefix", ""), _int(q, "limit", 200, 1, 5000)
+        out = await self._store.call(lambda: self._q.columns(
+            m["entity"], m["project"], prefix, limit, self._public_only(request, m)))
         return _json(out)
 
     async def project_keys(self, request: web.Request) -> web.Response:
         q, m = request.query, request.match_info
         _known_params(q, {"prefix", "limit"})
-        out = await self._store.call(self._q.project_keys, m["entity"], m["project"],
-                                     q.get("prefix", ""), _int(q, "limit", 1000, 1, 5000))
+        prefix, limit = q.get("prefix", ""), _int(q, "limit", 1000, 1, 5000)
+        out = await self._store.call(lambda: self._q.project_keys(
+            m["entity"], m["project"], prefix, limit, self._public_only(request, m)))
         return _json(out)
 
     async def project_history(self, request: web.Request) -> web.Response:
@@ -177,10 +234,16 @@ class HttpApi:
         if not runs or not keys:
             raise PermanentError("runs=<id>,<id> and keys=<key>,<key> are required "
                                  "(key=<key> for a key holding a comma)")
-        text = await self._store.call(
-            self._q.project_history_json, m["entity"], m["project"], runs, keys,
-            _int(q, "buckets", DEFAULT_CHART_BUCKETS, 1, MAX_CHART_BUCKETS),
-            _int(q, "min_step", 0), _int(q, "max_step", 0))
+        buckets = _int(q, "buckets", DEFAULT_CHART_BUCKETS, 1, MAX_CHART_BUCKETS)
+        lo, hi = _int(q, "min_step", 0), _int(q, "max_step", 0)
+
+        def read():
+            visible = runs
+            if self._public_only(request, m):
+                visible = self._q.public_run_ids(m["entity"], m["project"], runs)
+            return self._q.project_history_json(m["entity"], m["project"], visible, keys,
+                                                buckets, lo, hi)
+        text = await self._store.call(read)
         return web.Response(text=text, content_type="application/json")  # JSON made by the store
 
     async def bands(self, request: web.Request) -> web.Response:
@@ -192,30 +255,61 @@ class HttpApi:
         group_by = q.get("group_by", "")
         if group_by and not group_by.startswith("config."):
             raise PermanentError(f"group_by={group_by!r}: use config.<key> (or leave it out)")
-        out = await self._store.call(
-            self._q.bands, m["entity"], m["project"], key, group_by[len("config."):], flt,
-            _int(q, "buckets", DEFAULT_CHART_BUCKETS, 1, MAX_CHART_BUCKETS),
-            _int(q, "min_step", 0), _int(q, "max_step", 0))
+        buckets = _int(q, "buckets", DEFAULT_CHART_BUCKETS, 1, MAX_CHART_BUCKETS)
+        lo, hi = _int(q, "min_step", 0), _int(q, "max_step", 0)
+
+        def read():
+            flt.public_only = self._public_only(request, m)
+            return self._q.bands(m["entity"], m["project"], key, group_by[len("config."):],
+                                 flt, buckets, lo, hi)
+        out = await self._store.call(read)
         return _json(out)
 
     async def run_keys(self, request: web.Request) -> web.Response:
         m = request.match_info
         _known_params(request.query, set())
-        out = await self._store.call(self._q.run_keys, m["entity"], m["project"], m["run_id"])
+        def read():
+            self._visible_run(request, m)
+            return self._q.run_keys(m["entity"], m["project"], m["run_id"])
+        out = await self._store.call(read)
         return _json(out)
 
     async def run(self, request: web.Request) -> web.Response:
         m = request.match_info
-        row = await self._store.call(self._q.get_run, m["entity"], m["project"], m["run_id"])
+        row = await self._store.call(self._visible_run, request, m)
         return _json(row)
 
     async def history(self, request: web.Request) -> web.Response:
         m, q = request.match_info, request.query
         keys = [k for k in q.get("keys", "").split(",") if k]
-        rows = await self._store.call(
-            self._q.get_history, m["entity"], m["project"], m["run_id"], keys,
-            _int(q, "buckets", 0, 0, 100_000), _int(q, "min_step", 0), _int(q, "max_step", 0))
+        buckets = _int(q, "buckets", 0, 0, 100_000)
+        lo, hi = _int(q, "min_step", 0), _int(q, "max_step", 0)
+
+        def read():
+            self._visible_run(request, m)
+            return self._q.get_history(m["entity"], m["project"], m["run_id"], keys, buckets,
+                                       lo, hi)
+        rows = await self._store.call(read)
         return _json({"series": rows})
+
+    # --- access (blocking: these run on the store thread) --------------------------------
+
+    def _live_access(self, request: web.Request, entity: str, project: str) -> None:
+        """Live updates carry every run of the project: members only (a non-member of a
+        public project reads it without them). ``NotFoundError`` otherwise."""
+        p = request[PRINCIPAL]
+        if request.path == "/api/v1/live":
+            require_admin(p)
+        elif not p.member_of(entity):
+            raise NotFoundError(f"project {entity}/{project} not found: it has no runs")
+
+    def _public_only(self, request: web.Request, m) -> bool:
+        return authz.project_public_only(self._q, request[PRINCIPAL], m["entity"],
+                                         m["project"])
+
+    def _visible_run(self, request: web.Request, m) -> dict[str, Any]:
+        return authz.visible_run(self._q, request[PRINCIPAL], m["entity"], m["project"],
+                                 m["run_id"])
 
     # --- changes ---------------------------------------------------------------------
 
@@ -238,12 +332,14 @@ class HttpApi:
     async def update_run(self, request: web.Request) -> web.Response:
         m = request.match_info
         patch = patch_from_json(await self._body(request, required=True))
-        ev = await self._m.update(m["entity"], m["project"], m["run_id"], patch)
+        ev = await self._m.update(request[PRINCIPAL], m["entity"], m["project"],
+                                  m["run_id"], patch)
         return self._accepted(ev)
 
     async def delete_run(self, request: web.Request) -> web.Response:
         m = request.match_info
-        ev = await self._m.delete(m["entity"], m["project"], m["run_id"])
+        ev = await self._m.delete(request[PRINCIPAL], m["entity"], m["project"],
+                                  m["run_id"])
         return self._accepted(ev)
 
     async def stop_run(self, request: web.Request) -> web.Response:
@@ -254,8 +350,8 @@ class HttpApi:
         who = body.get("requested_by") or ""
         if not isinstance(who, str):
             raise PermanentError("requested_by must be a string")
-        ev = await self._m.stop(m["entity"], m["project"], m["run_id"], who,
-                                default_requester="web")
+        ev = await self._m.stop(request[PRINCIPAL], m["entity"], m["project"],
+                                m["run_id"], who)
         return self._accepted(ev)
 
     # --- saved workspaces (api/workspaces.py) ------------------------------------------
@@ -267,8 +363,11 @@ class HttpApi:
         if "user" not in request.query:
             raise PermanentError("query parameter user is required")
         reader = WorkspaceQueries(self._store.client, self._store.database)
-        ws = await self._store.call(reader.get, m["entity"], m["project"],
-                                    request.query["user"])
+
+        def read():
+            self._public_only(request, m)          # NotFoundError if not visible at all
+            return reader.get(m["entity"], m["project"], request.query["user"])
+        ws = await self._store.call(read)
         # Not _json: a saved state holds no NaN, and may be nested deeper than jsonable goes.
         return web.Response(text=json.dumps(ws, ensure_ascii=False),
                             content_type="application/json")
@@ -288,5 +387,6 @@ class HttpApi:
         except (ValueError, RecursionError):
             raise PermanentError("the body is not valid JSON (or is nested too deeply)") from None
         user, state = workspace_from_json(body)
-        ev = await self._m.save_workspace(m["entity"], m["project"], user, state)
+        ev = await self._m.save_workspace(request[PRINCIPAL], m["entity"], m["project"],
+                                          user, state)
         return self._accepted(ev)

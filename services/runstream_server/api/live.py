@@ -57,7 +57,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,8 +283,13 @@ class LiveUpdates:
     """The registry of live streams (subscribers per (entity, project)) and their routes."""
 
     def __init__(self, store: StoreAccess, *, poll_interval_s: float = POLL_INTERVAL_S,
-                 ping_interval_s: float = PING_INTERVAL_S) -> None:
+                 ping_interval_s: float = PING_INTERVAL_S,
+                 access: Callable[[web.Request, str, str], None] | None = None) -> None:
+        """``access(request, entity, project)`` raises unless the caller may follow the
+        project (``entity``/``project`` empty: the registry of streams); ``None`` lets
+        everyone (for tests of the streams alone)."""
         self.store = store
+        self._access = access
         self.queries = LiveQueries(store.client, store.database)
         self.poll_interval_s = poll_interval_s
         self.ping_interval_s = ping_interval_s
@@ -353,12 +358,16 @@ class LiveUpdates:
     # --- handlers --------------------------------------------------------------------
 
     async def stats_handler(self, request: web.Request) -> web.Response:
+        if self._access is not None:
+            self._access(request, "", "")
         return web.json_response({"projects": self.stats()})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """The SSE stream of a project (see the module docstring)."""
         entity, project = request.match_info["entity"], request.match_info["project"]
         validate_project(entity, project)
+        if self._access is not None:
+            self._access(request, entity, project)
         since_us = _since(request)
         sub = self.subscribe(entity, project)
         try:

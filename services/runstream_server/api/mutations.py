@@ -29,9 +29,11 @@ from typing import Any
 
 from runstream.v1 import events_pb2
 
+from ..auth.identity import Principal
 from ..common.clock import now_us
-from ..common.errors import ConflictError, PermanentError
+from ..common.errors import ConflictError, PermanentError, PermissionDeniedError
 from ..eventlog import EventLog
+from . import authz
 from .names import validate_identity, validate_project
 from .queries import Queries
 from .store_access import StoreAccess
@@ -170,32 +172,35 @@ class Mutations:
         return events_pb2.Event(run_id=run_id, project=project, entity=entity, seq=0,
                                 server_time_us=now_us())
 
-    async def _existing(self, entity: str, project: str, run_id: str) -> dict[str, Any]:
+    async def _existing(self, p: Principal, entity: str, project: str,
+                        run_id: str) -> dict[str, Any]:
         validate_identity(entity, project, run_id)
-        return await self._store.call(self._q.get_run, entity, project, run_id)
+        return await self._store.call(authz.changeable_run, self._q, p, entity, project,
+                                      run_id)
 
     async def _append(self, ev: events_pb2.Event) -> events_pb2.Event:
         await self._log.append([server_record(ev, self._writer)])
         return ev
 
-    async def update(self, entity: str, project: str, run_id: str,
+    async def update(self, p: Principal, entity: str, project: str, run_id: str,
                      patch: events_pb2.RunPatch) -> events_pb2.Event:
         clean = validate_patch(patch)
-        await self._existing(entity, project, run_id)
+        await self._existing(p, entity, project, run_id)
         ev = self._event(entity, project, run_id)
         ev.run_patch.CopyFrom(clean)
         return await self._append(ev)
 
-    async def delete(self, entity: str, project: str, run_id: str) -> events_pb2.Event:
-        await self._existing(entity, project, run_id)
+    async def delete(self, p: Principal, entity: str, project: str,
+                     run_id: str) -> events_pb2.Event:
+        await self._existing(p, entity, project, run_id)
         ev = self._event(entity, project, run_id)
         ev.delete.SetInParent()
         return await self._append(ev)
 
-    async def stop(self, entity: str, project: str, run_id: str, requested_by: str,
-                   default_requester: str = "api") -> events_pb2.Event:
-        who = validate_requested_by(requested_by, default_requester)
-        run = await self._existing(entity, project, run_id)
+    async def stop(self, p: Principal, entity: str, project: str, run_id: str,
+                   requested_by: str) -> events_pb2.Event:
+        who = validate_requested_by(requested_by, p.user)
+        run = await self._existing(p, entity, project, run_id)
         if run["state"] != "running":
             raise ConflictError(f"run {entity}/{project}/{run_id} is {run['state']}; "
                                 "only a running run can be stopped")
@@ -206,15 +211,21 @@ class Mutations:
             await self._control.append([server_record(ev, self._writer)])
         return ev
 
-    async def save_workspace(self, entity: str, project: str, user: str,
+    async def save_workspace(self, p: Principal, entity: str, project: str, user: str,
                              state: Any) -> events_pb2.Event:
         """Append ``WorkspaceSaved`` for ``user``'s workspace of ``entity/project``.
 
         ``state`` is a JSON object (``api/workspaces.py`` has the limits); returns the
         appended event once the log holds it. Raises ``PermanentError`` for bad input.
+        Anyone who can read the project saves their own workspace of it (``user`` empty:
+        the caller's); only an admin saves someone else's.
         """
         validate_project(entity, project)
-        user = validate_user(user)
+        user = validate_user(user or p.user)
+        if user != p.user and not p.admin:
+            raise PermissionDeniedError(f"user {p.user} may not save the workspace of {user}")
+        if not p.member_of(entity):          # NotFoundError unless the project is public
+            await self._store.call(authz.project_public_only, self._q, p, entity, project)
         state_json = state_to_json(state)
         ev = events_pb2.Event(run_id="", project=project, entity=entity, seq=0,
                               server_time_us=now_us())

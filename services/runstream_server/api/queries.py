@@ -38,7 +38,7 @@ from ..common.errors import NotFoundError, PermanentError, RunstreamError
 from ..store.client import classify, run_query, validate_database
 from .chart_queries import ChartQueries
 from .names import validate_identity, validate_project
-from .run_filter import USER_SQL, RunFilter
+from .run_filter import PUBLIC_SQL, USER_SQL, RunFilter
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -109,14 +109,19 @@ class Queries(ChartQueries):
 
     # --- projects --------------------------------------------------------------------
 
-    def list_projects(self, entity: str | None,
-                      name_contains: str = "") -> list[dict[str, Any]]:
+    def list_projects(self, entity: str | None, name_contains: str = "",
+                      members_of: list[str] | None = None) -> list[dict[str, Any]]:
         """Projects with at least one (not deleted) run; all entities when ``entity`` is empty.
 
         ``name_contains``: only projects whose name holds it (case-insensitive).
+        ``members_of`` (a non-admin reader's entities): only the runs of those entities
+        and public runs count, and only projects with such a run are listed.
         """
         where = "deleted = 0"
         params: dict[str, Any] = {}
+        if members_of is not None:
+            where += f" AND (entity IN {{members_of:Array(String)}} OR {PUBLIC_SQL})"
+            params["members_of"] = list(members_of)
         if entity:
             where += " AND entity = {entity:String}"
             params["entity"] = entity
@@ -135,17 +140,23 @@ class Queries(ChartQueries):
                  "last_event_time_us": int(r["last_event_time_us"])}
                 for r in res.named_results()]
 
-    def project_exists(self, entity: str, project: str) -> bool:
-        """Whether the project has at least one (not deleted) run."""
+    def project_exists(self, entity: str, project: str, public_only: bool = False) -> bool:
+        """Whether the project has at least one (not deleted; public) run."""
+        public = f" AND {PUBLIC_SQL}" if public_only else ""
         res = self._query(
             f"SELECT 1 FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
-            "AND project = {project:String} AND deleted = 0 LIMIT 1",
+            f"AND project = {{project:String}} AND deleted = 0{public} LIMIT 1",
             {"entity": entity, "project": project}, "looking up a project")
         return bool(res.result_rows)
 
-    def _require_project(self, entity: str, project: str) -> None:
+    def require_project(self, entity: str, project: str, public_only: bool = False) -> None:
+        """``NotFoundError`` unless the project has a (public) run; the same answer
+        whether it has none or only runs the caller may not see."""
+        self._require_project(entity, project, public_only)
+
+    def _require_project(self, entity: str, project: str, public_only: bool = False) -> None:
         validate_project(entity, project)
-        if not self.project_exists(entity, project):
+        if not self.project_exists(entity, project, public_only):
             raise NotFoundError(f"project {entity}/{project} not found: it has no runs")
 
     # --- runs ------------------------------------------------------------------------
@@ -225,7 +236,7 @@ class Queries(ChartQueries):
                 f"SELECT count() FROM {self.db}.runs FINAL WHERE {where_sql}",
                 params, "counting runs").result_rows[0][0])
         if total == 0 and require_project:
-            self._require_project(entity, project)
+            self._require_project(entity, project, flt.public_only)
         return runs, total
 
     def _page_rows(self, entity: str, project: str,
@@ -293,9 +304,9 @@ class Queries(ChartQueries):
     # --- workspace choosers ----------------------------------------------------------
 
     def columns(self, entity: str, project: str, prefix: str,
-                limit: int) -> dict[str, Any]:
+                limit: int, public_only: bool = False) -> dict[str, Any]:
         """Config and summary keys of the project's runs: ``{"config", "summary",
-        "truncated"}``.
+        "truncated"}`` (of its public runs only with ``public_only``).
 
         Distinct keys over every (not deleted) run, those starting with ``prefix``
         (case-sensitive), sorted, at most ``limit`` (1..5000) of each; ``summary`` holds
@@ -309,29 +320,32 @@ class Queries(ChartQueries):
             "mapKeys(config))), groupUniqArrayArray(arrayFilter(k -> startsWith(k, "
             "{prefix:String}), arrayConcat(mapKeys(summary), mapKeys(summary_other)))) "
             f"FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
-            "AND project = {project:String} AND deleted = 0",
+            "AND project = {project:String} AND deleted = 0"
+            + (f" AND {PUBLIC_SQL}" if public_only else ""),
             params, "listing config and summary keys").result_rows[0]
         if not config and not summary:
-            self._require_project(entity, project)
+            self._require_project(entity, project, public_only)
         return {"config": sorted(config)[:limit], "summary": sorted(summary)[:limit],
                 "truncated": len(config) > limit or len(summary) > limit}
 
     def project_keys(self, entity: str, project: str, prefix: str,
-                     limit: int) -> dict[str, Any]:
-        """Numeric history keys of the project's (not deleted) runs: ``{"keys",
+                     limit: int, public_only: bool = False) -> dict[str, Any]:
+        """Numeric history keys of the project's (not deleted; public) runs: ``{"keys",
         "truncated"}``, sorted, starting with ``prefix``, at most ``limit`` (1..5000)."""
         _check_prefix_limit(prefix, limit)
         params = {"entity": entity, "project": project, "prefix": prefix, "n": limit + 1}
+        # Private runs are left out for a non-member as deleted runs are for everyone.
+        hidden = f"(deleted = 1 OR NOT {PUBLIC_SQL})" if public_only else "deleted = 1"
         res = self._query(
             f"SELECT DISTINCT key FROM {self.db}.history_series "
             "WHERE entity = {entity:String} AND project = {project:String} "
             "AND startsWith(key, {prefix:String}) AND run_id NOT IN ("
             f"SELECT run_id FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
-            "AND project = {project:String} AND deleted = 1) "
+            f"AND project = {{project:String}} AND {hidden}) "
             "ORDER BY key LIMIT {n:UInt32}", params, "listing metric names")
         keys = [r[0] for r in res.result_rows]
         if not keys:
-            self._require_project(entity, project)
+            self._require_project(entity, project, public_only)
         return {"keys": keys[:limit], "truncated": len(keys) > limit}
 
     # --- history ---------------------------------------------------------------------
@@ -383,6 +397,19 @@ class Queries(ChartQueries):
                                                 max_step))
         order = keys or sorted(k for k, s in series.items() if s["total_points"])
         return [series.get(k) or _empty_series(k) for k in order]
+
+    def public_run_ids(self, entity: str, project: str, run_ids: list[str]) -> list[str]:
+        """The ids among ``run_ids`` of public, not deleted runs, in the given order."""
+        if not run_ids:
+            return []
+        res = self._query(
+            f"SELECT run_id FROM {self.db}.runs FINAL WHERE entity = {{entity:String}} "
+            "AND project = {project:String} AND run_id IN {ids:Array(String)} "
+            f"AND deleted = 0 AND {PUBLIC_SQL}",
+            {"entity": entity, "project": project, "ids": list(run_ids)},
+            "looking up public runs")
+        public = {r[0] for r in res.result_rows}
+        return [r for r in run_ids if r in public]
 
     def _require_run(self, entity: str, project: str, run_id: str) -> None:
         """``NotFoundError`` unless the run exists and is not deleted (reads no wide column)."""

@@ -15,6 +15,8 @@ One ``RunFilter`` serves the runs table (``Queries.list_runs``), group bands
 - ``summary``: ``(key, lo, hi)``: the numeric summary value lies in ``lo..hi``, both
   inclusive, ``None`` for an open end (NaN is in no range).
 - ``hidden``: ``True``/``False`` keeps only hidden / shown runs; ``None`` both.
+- ``public_only``: only runs marked public (what a non-member of the entity may see;
+  set by the API's access rules, ``auth/access.py``, never by a query parameter).
 
 ``where`` turns a filter into SQL conditions on the ``runs`` table. Invariant 8: every
 value is a bound parameter; the SQL text holds only the fixed fragments below.
@@ -37,6 +39,9 @@ from ..projector.processor import canonical_json
 # The run's author, read from the metadata JSON at query time (runs are few: 10k runs
 # parse in a few ms, so no column of its own is needed).
 USER_SQL = "JSONExtractString(metadata_json, 'username')"
+# The runs a non-member of the entity may read (the privacy column holds "public" or
+# "private", ``projector/processor.py``).
+PUBLIC_SQL = "privacy = 'public'"
 
 MAX_VALUES = 100            # values of one repeatable parameter (state, tag, user)
 MAX_CONDITIONS = 50         # config.* plus summary.* conditions of one request
@@ -58,6 +63,7 @@ class RunFilter:
     config: list[tuple[str, str]] = field(default_factory=list)
     summary: list[tuple[str, float | None, float | None]] = field(default_factory=list)
     hidden: bool | None = None
+    public_only: bool = False
 
     @classmethod
     def of(cls, value: RunFilter | Mapping[str, Any] | None) -> RunFilter:
@@ -131,6 +137,8 @@ class RunFilter:
         if self.hidden is not None:
             out.append("hidden = {f_hidden:Bool}")
             params["f_hidden"] = bool(self.hidden)
+        if self.public_only:
+            out.append(PUBLIC_SQL)
         return out
 
 

@@ -29,6 +29,17 @@ class NotFoundError(RunstreamError):
     """The thing asked for does not exist (→ NOT_FOUND / 404)."""
 
 
+class UnauthenticatedError(RunstreamError):
+    """No API key, or one that is unknown or revoked (→ UNAUTHENTICATED / 401). The
+    message never repeats the key."""
+
+
+class PermissionDeniedError(RunstreamError):
+    """The caller is known but may not do this, e.g. write another user's entity
+    (→ PERMISSION_DENIED / 403). Reading something not visible is NotFoundError
+    instead, so that "not yours" and "does not exist" look the same."""
+
+
 class ConflictError(RunstreamError):
     """The request does not fit the current state, e.g. stopping a finished run
     (→ FAILED_PRECONDITION / 409)."""

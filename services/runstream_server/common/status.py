@@ -12,13 +12,17 @@ from .errors import (
     ConflictError,
     NotFoundError,
     PermanentError,
+    PermissionDeniedError,
     QuotaError,
     RetryableError,
     RunstreamError,
+    UnauthenticatedError,
 )
 
 # Most specific first: QuotaError is a RetryableError.
 _TABLE: tuple[tuple[type[RunstreamError], grpc.StatusCode, int], ...] = (
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED, 401),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED, 403),
     (NotFoundError, grpc.StatusCode.NOT_FOUND, 404),
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION, 409),
     (QuotaError, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),

@@ -17,6 +17,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from runstream.v1 import ingest_pb2
 
+from ..auth.access import key_from_metadata
+from ..auth.identity import IdentityTable
 from ..common.clock import now_us
 from ..common.errors import PermanentError, QuotaError, RetryableError
 from ..eventlog import EventLog
@@ -35,8 +37,9 @@ BUSY_WINDOW_S = 0.02
 class _Stream:
     """One open client stream: serialises writes, knows the runs it carries."""
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, key: str) -> None:
         self.context = context
+        self.key = key
         self.lock = asyncio.Lock()
         self.runs: set[str] = set()
 
@@ -49,16 +52,22 @@ class IngestService:
     """Validates, stamps and appends client events; acks what is durable.
 
     ``push_control`` sends a control message to every stream that carries a run.
+    Every request is authenticated against ``identity`` (the key of the stream's
+    metadata, looked up again per request, so a revoked key stops an open stream) and
+    may write only the entities of its key's user. ``identity=None`` accepts every
+    request: for in-process tests of the protocol only; the server always passes one.
     """
 
     def __init__(self, event_log: EventLog, gateway_name: str,
-                 quotas: ProjectQuotas | None = None) -> None:
+                 quotas: ProjectQuotas | None = None,
+                 identity: IdentityTable | None = None) -> None:
         self._log = event_log
+        self._identity = identity
         self._name = gateway_name.encode()
         self._quotas = quotas if quotas is not None and quotas.limits.enabled else None
         self._streams_by_run: dict[str, set[_Stream]] = defaultdict(set)
         self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0,
-                      "throttled": 0}
+                      "throttled": 0, "unauthenticated": 0, "denied": 0}
         self._last_request = -1e9
 
     def busy(self) -> bool:
@@ -86,7 +95,13 @@ class IngestService:
         return sent
 
     async def stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
-        s = _Stream(context)
+        s = _Stream(context, key_from_metadata(context.invocation_metadata()))
+        if self._identity is not None and self._identity.authenticate(s.key) is None:
+            # Refused before reading anything; every request is checked again below.
+            self.stats["unauthenticated"] += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing, unknown or revoked API key: send "
+                                "'authorization: Bearer <key>' (RUNSTREAM_API_KEY)")
         try:
             async for raw in request_iterator:
                 await self._handle(raw, s)
@@ -97,6 +112,27 @@ class IngestService:
                     streams.discard(s)
                     if not streams:
                         del self._streams_by_run[run_id]
+
+    async def _authorize(self, s: _Stream, request: ingest_pb2.IngestRequest,
+                         slices: list) -> None:
+        """End the stream (UNAUTHENTICATED / PERMISSION_DENIED) unless the stream's key
+        is valid now and may write every entity of the request. The client keeps the
+        events and retries; nothing is refused for good, so a fixed key loses nothing."""
+        principal = self._identity.authenticate(s.key)
+        if principal is None:
+            self.stats["unauthenticated"] += 1
+            await s.context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                  "missing, unknown or revoked API key: send "
+                                  "'authorization: Bearer <key>' (RUNSTREAM_API_KEY)")
+        if principal.admin:
+            return
+        events = request.events
+        for sl in slices:
+            entity = events[sl.indexes[0]].entity
+            if not principal.member_of(entity):
+                self.stats["denied"] += 1
+                await s.context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                      f"user {principal.user} may not write entity {entity}")
 
     def _demands(self, raw: bytes, request: ingest_pb2.IngestRequest,
                  slices: list) -> dict[tuple[str, str], tuple[int, int, int]]:
@@ -132,6 +168,8 @@ class IngestService:
                 batch_id=batch_id, code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
                 message=str(e), run_id=e.run_id)))
             return
+        if self._identity is not None:
+            await self._authorize(s, request, slices)
         if not slices:
             await s.write(ingest_pb2.IngestResponse(ack=ingest_pb2.Ack(batch_id=batch_id)))
             return

@@ -2,6 +2,11 @@
 // decoded JSON answer or throws ApiError {status, code, message}. Times are µs since the
 // epoch. Query parameters are [name, value] pairs (so a name may repeat: state=a&state=b)
 // or an object; empty values ("", null, undefined) are dropped.
+//
+// Every /api/ route needs an API key: the page sends the HttpOnly cookie runstream_key
+// that POST /api/v1/login sets (same-origin fetches carry it). A 401 answer also calls
+// the handler of setUnauthenticatedHandler() (main.js: the sign-in view), unless the
+// call passes quiet401 (sign-in calls handle their own 401).
 
 export const HISTORY_MAX_RUNS = 200;   // per /history call (server limit)
 export const HISTORY_MAX_KEYS = 50;
@@ -16,6 +21,13 @@ export class ApiError extends Error {
 
 const enc = encodeURIComponent;
 
+let onUnauthenticated = null;   // (ApiError) => void
+
+// fn(error) runs on every 401 answer (not for quiet401 calls); null removes it.
+export function setUnauthenticatedHandler(fn) {
+  onUnauthenticated = fn;
+}
+
 export function queryString(params) {
   const pairs = Array.isArray(params) ? params : Object.entries(params || {});
   const parts = [];
@@ -26,8 +38,8 @@ export function queryString(params) {
   return parts.length ? `?${parts.join("&")}` : "";
 }
 
-async function request(method, path, { query, body, signal, keepalive } = {}) {
-  const init = { method, headers: {}, signal, keepalive };
+async function request(method, path, { query, body, signal, keepalive, quiet401 = false } = {}) {
+  const init = { method, headers: {}, signal, keepalive, credentials: "same-origin" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -46,7 +58,9 @@ async function request(method, path, { query, body, signal, keepalive } = {}) {
   }
   if (!resp.ok) {
     const err = (data && data.error) || {};
-    throw new ApiError(resp.status, err.code, err.message || `${method} ${path}: HTTP ${resp.status}`);
+    const error = new ApiError(resp.status, err.code, err.message || `${method} ${path}: HTTP ${resp.status}`);
+    if (resp.status === 401 && !quiet401 && onUnauthenticated) onUnauthenticated(error);
+    throw error;
   }
   return data;
 }
@@ -59,6 +73,16 @@ function chunks(list, n) {
   for (let i = 0; i < list.length; i += n) out.push(list.slice(i, i + n));
   return out;
 }
+
+// --- sign-in -------------------------------------------------------------------------
+
+// → {user, admin, teams, key_id}; a 401 (wrong key) does not call the 401 handler. The
+// answer sets the cookie runstream_key (HttpOnly) that later calls send.
+export const login = (key) => request("POST", "/api/v1/login", { body: { key }, quiet401: true });
+// Clears the cookie. 401 when the cookie no longer holds a valid key.
+export const logout = () => request("POST", "/api/v1/logout", { quiet401: true });
+// → {user, admin, teams, key_id} of the cookie's key; 401 when not signed in.
+export const whoami = () => request("GET", "/api/v1/whoami", { quiet401: true });
 
 // --- projects ------------------------------------------------------------------------
 

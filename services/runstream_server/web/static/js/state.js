@@ -13,18 +13,49 @@
 import { getWorkspace, putWorkspace } from "./api.js";
 import { debounce } from "./dom.js";
 
+// The user whose workspace state is used. It is the signed-in user (setIdentity, from
+// GET /api/v1/whoami or the sign-in); an admin, whom the server lets save anyone's
+// workspace, may pick another user's in the header (stored in localStorage under
+// USER_KEY; empty = their own). Before the identity is known: the stored name, else
+// "default".
 export const USER_KEY = "runstream.user";
 
-export function currentUser() {
+let identity = null;   // {user, admin, teams, key_id} of the signed-in key, or null
+
+// who: the answer of whoami / login, or null (signed out).
+export function setIdentity(who) {
+  identity = who && who.user ? who : null;
+}
+
+// The signed-in identity {user, admin, teams, key_id}, or null.
+export function signedIn() {
+  return identity;
+}
+
+// The signed-in user's name, "" when not signed in.
+export function signedInUser() {
+  return identity ? identity.user : "";
+}
+
+function storedUser() {
   try {
-    return (localStorage.getItem(USER_KEY) || "").trim() || "default";
+    return (localStorage.getItem(USER_KEY) || "").trim();
   } catch {
-    return "default";
+    return "";
   }
 }
 
+// The user whose workspace is loaded and saved (see above).
+export function currentUser() {
+  if (identity && !identity.admin) return identity.user;
+  return storedUser() || signedInUser() || "default";
+}
+
+// Pick whose workspace is used (admins); "" or one's own name goes back to one's own.
 export function setCurrentUser(name) {
-  localStorage.setItem(USER_KEY, name.trim());
+  const n = (name || "").trim();
+  if (!n || n === signedInUser()) localStorage.removeItem(USER_KEY);
+  else localStorage.setItem(USER_KEY, n);
 }
 
 export const DEFAULT_STATE = Object.freeze({

@@ -25,7 +25,7 @@ import { RunsTable } from "./runs_table.js";
 import { ChartPanels } from "./panels.js";
 import { openColumnChooser, COLUMN_LIMIT } from "./column_chooser.js";
 import { openLive } from "./live.js";
-import { WorkspaceState, currentUser } from "./state.js";
+import { WorkspaceState, currentUser, signedInUser } from "./state.js";
 
 const REFRESH_AFTER_CHANGE_MS = 1200;   // changes show in reads within about a second
 const KEYS_REFRESH_MS = 5000;
@@ -474,7 +474,7 @@ class Workspace {
         this.renderCounts();
         toast(`Deleted ${run.name}`);
       } else if (a === "stop") {
-        await api.stopRun(entity, project, id, currentUser());
+        await api.stopRun(entity, project, id, signedInUser());   // "": the server's caller
         toast(`Stop requested for ${run.name}`);
       }
     } catch (e) {
