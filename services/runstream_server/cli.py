@@ -75,6 +75,10 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
         p.add_argument("--limit-runs-per-s", type=float,
                        default=float(_env("LIMIT_RUNS_PER_S", 0)),
                        help="per project and gateway: runs started per second")
+        for what in ("events", "bytes", "runs"):
+            p.add_argument(f"--key-limit-{what}-per-s", type=float,
+                           default=float(_env(f"KEY_LIMIT_{what.upper()}_PER_S", 0)),
+                           help=f"per API key and gateway: {what} per second (0: unlimited)")
         p.add_argument("--limit-burst", type=float,
                        default=float(_env("LIMIT_BURST_S", GatewayConfig.limit_burst_s)),
                        help="seconds of a limit a project may send at once")
@@ -107,6 +111,9 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
             limit_events_per_s=getattr(args, "limit_events_per_s", 0.0),
             limit_bytes_per_s=getattr(args, "limit_bytes_per_s", 0.0),
             limit_runs_per_s=getattr(args, "limit_runs_per_s", 0.0),
+            key_limit_events_per_s=getattr(args, "key_limit_events_per_s", 0.0),
+            key_limit_bytes_per_s=getattr(args, "key_limit_bytes_per_s", 0.0),
+            key_limit_runs_per_s=getattr(args, "key_limit_runs_per_s", 0.0),
             limit_burst_s=getattr(args, "limit_burst", GatewayConfig.limit_burst_s)),
         instance=getattr(args, "instance", ""),
         auth=AuthConfig(bootstrap_key=os.environ.get("RUNSTREAM_BOOTSTRAP_KEY", ""),

@@ -78,6 +78,10 @@ class GatewayConfig:
     limit_events_per_s: float = 0.0
     limit_bytes_per_s: float = 0.0
     limit_runs_per_s: float = 0.0
+    # The same per API key, over every project the key writes.
+    key_limit_events_per_s: float = 0.0
+    key_limit_bytes_per_s: float = 0.0
+    key_limit_runs_per_s: float = 0.0
     # A project may send this many seconds of its limit at once (a client flushing
     # after a short network outage) before it is held to the rate.
     limit_burst_s: float = 2.0
@@ -85,7 +89,8 @@ class GatewayConfig:
     def validate(self) -> None:
         if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise ConfigError("max_message_bytes must be 1 KiB..256 MiB")
-        for name in ("limit_events_per_s", "limit_bytes_per_s", "limit_runs_per_s"):
+        for name in ("limit_events_per_s", "limit_bytes_per_s", "limit_runs_per_s",
+                     "key_limit_events_per_s", "key_limit_bytes_per_s", "key_limit_runs_per_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0: unlimited)")
         if not 0.01 <= self.limit_burst_s <= 3600:

@@ -191,8 +191,11 @@ class Server:
             from .gateway.quota import Limits, ProjectQuotas
             from .gateway.service import IngestService
             g = cfg.gateway
-            quotas = ProjectQuotas(Limits(g.limit_events_per_s, g.limit_bytes_per_s,
-                                          g.limit_runs_per_s, g.limit_burst_s))
+            quotas = ProjectQuotas(
+                Limits(g.limit_events_per_s, g.limit_bytes_per_s, g.limit_runs_per_s,
+                       g.limit_burst_s),
+                Limits(g.key_limit_events_per_s, g.key_limit_bytes_per_s,
+                       g.key_limit_runs_per_s, g.limit_burst_s))
             self.ingest = IngestService(self.event_log, self.instance, quotas,
                                         self.identity.table)
             server.add_generic_rpc_handlers((self.ingest.handler(),))

@@ -88,3 +88,31 @@ def test_a_run_over_its_project_limit_is_slowed_and_loses_nothing(tmp_path):
     growth_mb = (max(rss) - baseline) / 2**20
     print(f"server RSS: baseline {baseline / 2**20:.0f} MB, peak growth {growth_mb:.0f} MB")
     assert growth_mb < 200, f"server RSS grew {growth_mb:.0f} MB while refusing"
+
+
+def test_a_key_over_its_limit_is_refused_across_projects(tmp_path):
+    import grpc
+    from runstream.v1 import ingest_pb2, ingest_pb2_grpc
+
+    from .procs import auth_metadata, make_events
+    srv = ServerProcess(embedded_args(tmp_path / "data", "--key-limit-events-per-s", "50",
+                                      "--limit-burst", "1"),
+                        log_path=tmp_path / "server.log").start()
+    try:
+        # 40 events of project a, then 40 of project b: together over the key's 50/s
+        evs = {p: make_events(f"run-{p}", p, ENTITY, 38, 1, finish=False) for p in "ab"}
+
+        def requests():
+            yield ingest_pb2.IngestRequest(events=evs["a"], batch_id=1)
+            yield ingest_pb2.IngestRequest(events=evs["b"], batch_id=2)
+        acked = []
+        with grpc.insecure_channel(srv.grpc) as ch, pytest.raises(grpc.RpcError) as info:
+            for a in ingest_pb2_grpc.IngestStub(ch).Stream(requests(), timeout=30,
+                                                           metadata=auth_metadata()):
+                acked.append(a.ack.batch_id)
+        assert acked == [1]
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "API key" in info.value.details() and "50 events/s" in info.value.details()
+        assert int(dict(info.value.trailing_metadata())["retry-after-ms"]) > 0
+    finally:
+        srv.stop()

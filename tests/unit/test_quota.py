@@ -69,3 +69,20 @@ def test_the_bucket_table_stays_bounded(monkeypatch):
     for i in range(1000):
         qs.take(float(i), {("e", f"p{i}"): (1, 0, 0)})
     assert len(qs._buckets) <= 100
+
+
+def test_a_key_limit_covers_the_sum_of_its_projects():
+    qs = ProjectQuotas(Limits(events_per_s=100, burst_s=1), Limits(events_per_s=10, burst_s=1))
+    qs.take(0.0, {P: (6, 0, 0), Q: (4, 0, 0)}, key_id="k1")     # 10: the key's burst
+    with pytest.raises(QuotaError, match="API key k1 is over its limit of 10 events/s"):
+        qs.take(0.0, {Q: (1, 0, 0)}, key_id="k1")
+    qs.take(0.0, {Q: (50, 0, 0)}, key_id="k2")                 # another key: its own
+    qs.take(0.0, {P: (50, 0, 0)})                              # no key (tests): projects only
+
+
+def test_a_key_refusal_takes_nothing_from_the_projects():
+    qs = ProjectQuotas(Limits(events_per_s=10, burst_s=1), Limits(events_per_s=5, burst_s=1))
+    qs.take(0.0, {P: (5, 0, 0)}, key_id="k")
+    with pytest.raises(QuotaError):
+        qs.take(0.0, {P: (5, 0, 0)}, key_id="k")
+    qs.take(0.0, {P: (5, 0, 0)}, key_id="other")               # P still had 5 left

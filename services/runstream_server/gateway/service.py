@@ -64,7 +64,7 @@ class IngestService:
         self._log = event_log
         self._identity = identity
         self._name = gateway_name.encode()
-        self._quotas = quotas if quotas is not None and quotas.limits.enabled else None
+        self._quotas = quotas if quotas is not None and quotas.enabled else None
         self._streams_by_run: dict[str, set[_Stream]] = defaultdict(set)
         self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0,
                       "throttled": 0, "unauthenticated": 0, "denied": 0}
@@ -114,10 +114,10 @@ class IngestService:
                         del self._streams_by_run[run_id]
 
     async def _authorize(self, s: _Stream, request: ingest_pb2.IngestRequest,
-                         slices: list) -> None:
+                         slices: list) -> str:
         """End the stream (UNAUTHENTICATED / PERMISSION_DENIED) unless the stream's key
-        is valid now and may write every entity of the request. The client keeps the
-        events and retries; nothing is refused for good, so a fixed key loses nothing."""
+        is valid now and may write every entity of the request; returns the key's id.
+        The client keeps the events and retries: a fixed key loses nothing."""
         principal = self._identity.authenticate(s.key)
         if principal is None:
             self.stats["unauthenticated"] += 1
@@ -125,7 +125,7 @@ class IngestService:
                                   "missing, unknown or revoked API key: send "
                                   "'authorization: Bearer <key>' (RUNSTREAM_API_KEY)")
         if principal.admin:
-            return
+            return principal.key_id
         events = request.events
         for sl in slices:
             entity = events[sl.indexes[0]].entity
@@ -133,13 +133,14 @@ class IngestService:
                 self.stats["denied"] += 1
                 await s.context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                       f"user {principal.user} may not write entity {entity}")
+        return principal.key_id
 
     def _demands(self, raw: bytes, request: ingest_pb2.IngestRequest,
                  slices: list) -> dict[tuple[str, str], tuple[int, int, int]]:
         """(events, bytes, runs started) per (entity, project) of a validated request."""
         events = request.events
         total = len(events)
-        count_runs = bool(self._quotas.limits.runs_per_s)
+        count_runs = bool(self._quotas.limits.runs_per_s or self._quotas.key_limits.runs_per_s)
         out: dict[tuple[str, str], list[int]] = {}
         for sl in slices:
             first = events[sl.indexes[0]]
@@ -168,14 +169,16 @@ class IngestService:
                 batch_id=batch_id, code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
                 message=str(e), run_id=e.run_id)))
             return
+        key_id = ""
         if self._identity is not None:
-            await self._authorize(s, request, slices)
+            key_id = await self._authorize(s, request, slices)
         if not slices:
             await s.write(ingest_pb2.IngestResponse(ack=ingest_pb2.Ack(batch_id=batch_id)))
             return
         if self._quotas is not None:
             try:
-                self._quotas.take(time.monotonic(), self._demands(raw, request, slices))
+                self._quotas.take(time.monotonic(), self._demands(raw, request, slices),
+                                  key_id)
             except QuotaError as e:
                 # The stream ends: a later request of it must not be appended before
                 # this one (per-run order). The client re-sends from its watermarks.
