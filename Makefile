@@ -9,7 +9,7 @@ PROTO_OUT := client
 DATA_DIR ?= ./.runstream
 
 .PHONY: setup run test proto proto-check lint kafka-libs kafka-up kafka-down browser bench \
-	bench-smoke fuzz clean
+	bench-smoke fuzz faults clean
 
 setup: $(STAMP)
 
@@ -85,6 +85,13 @@ fuzz: setup
 	$(BIN)/python tests/fuzz/ingest_target.py --write-seeds .cache/fuzz/corpus
 	set -o pipefail; cd .cache/fuzz && ../../$(BIN)/python ../../tests/fuzz/ingest_target.py \
 	  -runs=$(FUZZ_RUNS) -print_final_stats=1 corpus 2>&1 | grep -v '^INFO: Instrumenting'
+
+# The fault-injection suite at full size (tests/faults; `make test` runs it reduced); its
+# figures go into docs/reliability.md.
+faults: setup kafka-libs
+	RUNSTREAM_FAULTS=full $(BIN)/python -m pytest -s -p no:cacheprovider tests/faults \
+	  -o timeout=3600
+	$(BIN)/python -m tests.faults.report
 
 clean:
 	rm -rf $(VENV) .cache .runstream

@@ -1,0 +1,49 @@
+"""Write the fault suite's last full figures (test-output/faults/*.json, from
+``make faults``) into docs/reliability.md, between its ``faults:begin/end`` markers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .harness import OUT
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
+TITLES = {
+    "embedded-server-kill-9": "`kill -9` of the embedded server (gateway, projector, reaper, api)",
+    "kafka-gateway-kill-9": "`kill -9` of the gateway (Kafka deployment; the client reconnects)",
+    "kafka-projector-kill-9": "`kill -9` of the projector (+ api) process mid-stream (Kafka)",
+}
+
+
+def table() -> str:
+    rows = ["| scenario | runs × events | kills | lost | duplicated | out of order | "
+            "resume p99 (target 5 s) | date |", "|---|---|---|---|---|---|---|---|"]
+    for name, title in TITLES.items():
+        path = OUT / f"{name}.json"
+        if not path.exists():
+            rows.append(f"| {title} | not run at full size | | | | | | |")
+            continue
+        d = json.loads(path.read_text())
+        rows.append(f"| {title} | {d['runs']} × {d['events'] // d['runs']:,} | {d['kills']} | "
+                    f"**{d['lost']}** | **{d['duplicated']}** | **{d['out_of_order']}** | "
+                    f"{d['resume_p99_s']:.2f} s | {d['date']} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"{DOC} has no {BEGIN} … {END} markers", file=sys.stderr)
+        return 1
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+    print(f"wrote the fault figures into {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

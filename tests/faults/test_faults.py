@@ -1,0 +1,98 @@
+"""Fault injection: kill parts of a deployment while real clients log, then count what
+was lost, duplicated or reordered, and how long the clients took to resume.
+
+Reduced sizes in ``make test``; ``make faults`` runs the full sizes (RUNSTREAM_FAULTS=full)
+and writes the figures into docs/reliability.md (``python -m tests.faults.report``).
+Targets: 0 lost, 0 duplicated, 0 out of order in every scenario (asserted); resume
+p99 ≤ 5 s (recorded, not asserted: a timing on a shared machine).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from tests.e2e.conftest import ENTITY, embedded_args
+from tests.e2e.procs import QueryClient, ServerProcess, free_port
+from tests.e2e.test_distributed_kafka import Cluster
+
+from .harness import FULL, Figures, Workload
+
+pytestmark = [pytest.mark.e2e]
+
+# (runs, steps, pace per step, kills): the stream lasts runs' steps × pace; kills are
+# spread over it. Full: 20 kills over about 4 minutes.
+SIZE = (12, 8000, 0.03, 20) if FULL else (4, 600, 0.02, 3)
+
+
+def _check(fig: Figures) -> None:
+    path = fig.save()
+    print(f"{fig.scenario}: lost {fig.lost}, duplicated {fig.duplicated}, out of order "
+          f"{fig.out_of_order}, resume p99 {fig.resume_p99_s:.2f} s ({path})")
+    assert (fig.lost, fig.duplicated, fig.out_of_order, fig.unfinished) == (0, 0, 0, 0), fig
+
+
+def _kill_loop(workload: Workload, kills: int, duration_s: float, kill, restart, q_of,
+               fig: Figures) -> None:
+    gap = duration_s / (kills + 1)
+    rng = random.Random(6)
+    for _ in range(kills):
+        time.sleep(gap * rng.uniform(0.5, 1.0))
+        kill()
+        restart()
+        fig.resume_s += workload.resume_times(q_of(), time.monotonic())
+
+
+def test_embedded_server_kill_9(tmp_path):
+    runs, steps, pace, kills = SIZE
+    grpc_port, http_port = free_port(), free_port()
+    args = embedded_args(tmp_path / "data", "--heartbeat-timeout", "600")
+    args[args.index("--grpc-port") + 1] = str(grpc_port)
+    args[args.index("--http-port") + 1] = str(http_port)
+    srv = ServerProcess(args, log_path=tmp_path / "server.log").start()
+    state = {"q": QueryClient(srv.grpc, srv.http, ENTITY)}
+    fig = Figures("embedded-server-kill-9", runs, runs * steps, kills)
+    w = Workload(srv.grpc, "faults", runs, steps, pace, tmp_path)
+
+    def restart():
+        state["q"].close()
+        srv.start()
+        state["q"] = QueryClient(srv.grpc, srv.http, ENTITY)
+    try:
+        _kill_loop(w, kills, steps * pace, srv.kill, restart, lambda: state["q"], fig)
+        fig.unfinished = w.wait()
+        w.account(state["q"], fig)
+    finally:
+        w.kill()
+        state["q"].close()
+        srv.stop()
+    _check(fig)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("victim", ["gateway", "projector"])
+def test_distributed_kill_9(kafka_bootstrap, tmp_path, victim):
+    runs, steps, pace, kills = SIZE
+    c = Cluster(kafka_bootstrap, tmp_path)
+    # the reaper's 3 s timeout of the e2e cluster would crash runs across a restart
+    c.reaper.args[c.reaper.args.index("--heartbeat-timeout") + 1] = "600"
+    c.start()
+    fig = Figures(f"kafka-{victim}-kill-9", runs, runs * steps, kills)
+    w = Workload(c.url, "faults", runs, steps, pace, tmp_path)
+    proc = c.gateway if victim == "gateway" else c.store
+
+    def restart():
+        if victim == "gateway":
+            c.gateway.start()
+        else:
+            c.restart_store()
+    try:
+        _kill_loop(w, kills, steps * pace, proc.kill, restart, lambda: c.q, fig)
+        fig.unfinished = w.wait()
+        w.account(c.q, fig)
+    finally:
+        w.kill()
+        c.stop()
+    _check(fig)
