@@ -493,10 +493,6 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def auth_metadata() -> tuple[tuple[str, str], ...]:
-    return tuple((k.lower(), v) for k, v in auth_headers().items())
-
-
 def http_json(url: str, timeout_s: float = 60) -> dict:
     """GET ``url`` → parsed JSON (raises on any HTTP error)."""
     import json

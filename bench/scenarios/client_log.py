@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..harness import Metric
-from ._topology import auth_headers as topo_auth_headers
+from ._topology import auth_headers
 
 ORDER = 30
 TITLE = "Client `run.log()` → embedded server → queryable"
@@ -133,7 +133,7 @@ def _queryable(http: str, run_id: str, steps: int, deadline: float) -> float:
     url = f"{http}/api/v1/runs/bench/bench/{run_id}/history?keys=m0&buckets=1"
     while True:
         try:
-            req = urllib.request.Request(url, headers=topo_auth_headers())
+            req = urllib.request.Request(url, headers=auth_headers())
             with urllib.request.urlopen(req, timeout=30) as resp:
                 series = json.load(resp)["series"]
             if series and series[0]["total_points"] >= steps:

@@ -39,33 +39,33 @@ def make_event_log(cfg: ServerConfig) -> EventLog:
                          fsync_interval_s=ec.fsync_interval_s)
 
 
+def _side_log(cfg: ServerConfig, name: str, topic: str, retention_ms: int,
+              fsync: str) -> EventLog:
+    """A one-partition log beside the event log: a Kafka topic, or <data_dir>/<name>log."""
+    ec = cfg.event_log
+    if ec.kind == "kafka":
+        from .eventlog.kafka import TOPIC_CONFIGS, KafkaEventLog
+        return KafkaEventLog(bootstrap=ec.kafka_bootstrap, topic=topic, partitions=1,
+                             client_id=f"runstream-{name}",
+                             topic_configs={**TOPIC_CONFIGS,
+                                            "retention.ms": str(retention_ms)})
+    from .eventlog.local import LocalEventLog
+    return LocalEventLog(cfg.data_dir / f"{name}log", partitions=1, fsync=fsync)
+
+
 # Control records are notifications for gateways that are up now: a day is plenty.
 CONTROL_RETENTION_MS = 24 * 3600 * 1000
 
 
 def make_control_log(cfg: ServerConfig) -> EventLog:
     """The control log (see ``gateway/control.py``): one partition, beside the event log."""
-    ec = cfg.event_log
-    if ec.kind == "kafka":
-        from .eventlog.kafka import TOPIC_CONFIGS, KafkaEventLog
-        return KafkaEventLog(bootstrap=ec.kafka_bootstrap, topic=ec.control_topic,
-                             partitions=1, client_id="runstream-control",
-                             topic_configs={**TOPIC_CONFIGS,
-                                            "retention.ms": str(CONTROL_RETENTION_MS)})
-    from .eventlog.local import LocalEventLog
-    return LocalEventLog(cfg.data_dir / "controllog", partitions=1, fsync="never")
+    return _side_log(cfg, "control", cfg.event_log.control_topic, CONTROL_RETENTION_MS,
+                     fsync="never")
 
 
 def make_identity_log(cfg: ServerConfig) -> EventLog:
     """The identity log (users, teams, API keys; ``auth/``): one partition, kept forever."""
-    ec = cfg.event_log
-    if ec.kind == "kafka":
-        from .eventlog.kafka import TOPIC_CONFIGS, KafkaEventLog
-        return KafkaEventLog(bootstrap=ec.kafka_bootstrap, topic=ec.identity_topic,
-                             partitions=1, client_id="runstream-identity",
-                             topic_configs={**TOPIC_CONFIGS, "retention.ms": "-1"})
-    from .eventlog.local import LocalEventLog
-    return LocalEventLog(cfg.data_dir / "identitylog", partitions=1, fsync="always")
+    return _side_log(cfg, "identity", cfg.event_log.identity_topic, -1, fsync="always")
 
 
 ADMIN_KEY_FILE = "admin-key"     # under the data dir: the embedded server's first key

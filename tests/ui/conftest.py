@@ -29,6 +29,7 @@ package the tests fail, and say that ``make test`` installs them (``make browser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -282,16 +283,20 @@ def browser():
         pw.stop()
 
 
-@pytest.fixture
-def page(browser, request):
-    """A Page in a new context; ``page.console_errors`` collects console errors."""
+@contextlib.contextmanager
+def open_page(browser, request, signed_in: bool = True):
+    """A Page in a new context (viewport 1400x900, default timeouts); ``signed_in``: with
+    the session's admin key as the sign-in cookie (tests/conftest.py).
+    ``page.console_errors`` collects console errors; a failed test leaves a
+    FAILED-<test> screenshot."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    # Signed in: the session's admin key as the sign-in cookie (tests/conftest.py).
-    context.add_cookies([{"name": "runstream_key", "value": os.environ["RUNSTREAM_API_KEY"],
-                          "domain": "127.0.0.1", "path": "/"}])
+    if signed_in:
+        context.add_cookies([{"name": "runstream_key",
+                              "value": os.environ["RUNSTREAM_API_KEY"],
+                              "domain": "127.0.0.1", "path": "/"}])
     context.set_default_timeout(DEFAULT_TIMEOUT_MS)
     context.set_default_navigation_timeout(DEFAULT_TIMEOUT_MS)
     pg = context.new_page()
@@ -316,6 +321,13 @@ def page(browser, request):
             except Exception:  # the test's own failure is what matters
                 pass
         context.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A signed-in Page in a new context (``open_page``)."""
+    with open_page(browser, request) as pg:
+        yield pg
 
 
 def save_screenshot(page, name: str) -> Path:

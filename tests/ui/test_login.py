@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.ui.conftest import DEFAULT_TIMEOUT_MS, save_screenshot
+from tests.ui.conftest import open_page
 
 pytestmark = pytest.mark.ui
 
@@ -31,28 +31,9 @@ WRONG_KEY = "rsk_wrong_0123456789abcdef"
 
 @pytest.fixture
 def signed_out_page(browser, request):
-    """A Page in a new context WITHOUT the sign-in cookie (else like the ``page`` fixture:
-    viewport, timeouts, ``console_errors``, a FAILED-<test> screenshot on failure)."""
-    expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
-    context.set_default_navigation_timeout(DEFAULT_TIMEOUT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda msg: errors.append(f"console.error: {msg.text}")
-          if msg.type == "error" else None)
-    pg.on("pageerror", lambda exc: errors.append(f"uncaught exception: {exc}"))
-    pg.console_errors = errors
-    try:
+    """Like the ``page`` fixture, but WITHOUT the sign-in cookie."""
+    with open_page(browser, request, signed_in=False) as pg:
         yield pg
-    finally:
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed and not pg.is_closed():
-            try:
-                save_screenshot(pg, "FAILED-" + request.node.name)
-            except Exception:  # the test's own failure is what matters
-                pass
-        context.close()
 
 
 def _workspace_url(ui_server) -> str:

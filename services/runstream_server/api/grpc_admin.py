@@ -18,17 +18,13 @@ from ..common.clock import now_us
 from ..common.errors import NotFoundError, PermanentError
 from ..common.status import TRANSLATED
 from .grpc_query import principal_of
-from .names import validate_project
 
 MAX_DESCRIPTION_CHARS = 256
 
 
 def _check_name(what: str, name: str) -> str:
-    """User and team names are entities (they own projects): the same rules."""
-    try:
-        validate_project(name, "p")
-    except PermanentError as e:
-        raise PermanentError(str(e).replace("entity", what, 1)) from None
+    """User and team names become entities (they own projects); the run-id characters
+    are a subset of what an entity allows, and safe in URLs and key listings."""
     if not limits.RUN_ID_RE.match(name):
         raise PermanentError(f"{what} {name!r} must be 1-128 characters of A-Z a-z 0-9 _ . -")
     return name

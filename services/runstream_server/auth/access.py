@@ -20,6 +20,8 @@ from ..common.errors import PermissionDeniedError, UnauthenticatedError
 from .identity import IdentityTable, Principal
 
 COOKIE = "runstream_key"
+UNAUTHENTICATED = ("missing, unknown or revoked API key: send 'authorization: Bearer <key>' "
+                   "(RUNSTREAM_API_KEY)")
 _BEARER = "bearer "
 
 
@@ -39,8 +41,7 @@ def key_from_header(value: str | None) -> str:
 def authenticate(table: IdentityTable, key: str) -> Principal:
     principal = table.authenticate(key)
     if principal is None:
-        raise UnauthenticatedError("missing, unknown or revoked API key: send "
-                                   "'authorization: Bearer <key>' (RUNSTREAM_API_KEY)")
+        raise UnauthenticatedError(UNAUTHENTICATED)
     return principal
 
 

@@ -69,7 +69,7 @@ class IdentityTable:
     teams: dict[str, set[str]] = field(default_factory=dict)        # team → members
     revoked: set[str] = field(default_factory=set)                  # key ids
     skipped: int = 0
-    applied: int = 0
+    applied: int = 0        # records applied: the table's version (it changes with it)
     _keys: dict[str, _Key] = field(default_factory=dict)            # sha256 → key
 
     def apply(self, value: bytes) -> None:

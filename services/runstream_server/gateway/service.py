@@ -17,8 +17,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from runstream.v1 import ingest_pb2
 
-from ..auth.access import key_from_metadata
-from ..auth.identity import IdentityTable
+from ..auth.access import UNAUTHENTICATED, key_from_metadata
+from ..auth.identity import IdentityTable, Principal
 from ..common.clock import now_us
 from ..common.errors import PermanentError, QuotaError, RetryableError
 from ..eventlog import EventLog
@@ -40,6 +40,10 @@ class _Stream:
     def __init__(self, context: grpc.aio.ServicerContext, key: str) -> None:
         self.context = context
         self.key = key
+        # The key's principal as of identity-table version ``checked`` (looked up again
+        # only when the table changed: a new key, a revocation, a team change).
+        self.principal: Principal | None = None
+        self.checked = -1
         self.lock = asyncio.Lock()
         self.runs: set[str] = set()
 
@@ -96,12 +100,8 @@ class IngestService:
 
     async def stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         s = _Stream(context, key_from_metadata(context.invocation_metadata()))
-        if self._identity is not None and self._identity.authenticate(s.key) is None:
-            # Refused before reading anything; every request is checked again below.
-            self.stats["unauthenticated"] += 1
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing, unknown or revoked API key: send "
-                                "'authorization: Bearer <key>' (RUNSTREAM_API_KEY)")
+        if self._identity is not None:
+            await self._authenticate(s)     # before reading anything; again per request
         try:
             async for raw in request_iterator:
                 await self._handle(raw, s)
@@ -113,17 +113,23 @@ class IngestService:
                     if not streams:
                         del self._streams_by_run[run_id]
 
+    async def _authenticate(self, s: _Stream) -> Principal:
+        """The stream key's principal now, or the stream ends with UNAUTHENTICATED."""
+        version = self._identity.applied
+        if s.checked != version:
+            s.principal = self._identity.authenticate(s.key)
+            s.checked = version
+        if s.principal is None:
+            self.stats["unauthenticated"] += 1
+            await s.context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
+        return s.principal
+
     async def _authorize(self, s: _Stream, request: ingest_pb2.IngestRequest,
                          slices: list) -> str:
         """End the stream (UNAUTHENTICATED / PERMISSION_DENIED) unless the stream's key
         is valid now and may write every entity of the request; returns the key's id.
         The client keeps the events and retries: a fixed key loses nothing."""
-        principal = self._identity.authenticate(s.key)
-        if principal is None:
-            self.stats["unauthenticated"] += 1
-            await s.context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                  "missing, unknown or revoked API key: send "
-                                  "'authorization: Bearer <key>' (RUNSTREAM_API_KEY)")
+        principal = await self._authenticate(s)
         if principal.admin:
             return principal.key_id
         events = request.events
