@@ -211,12 +211,19 @@ def test_two_consumers_split_partitions_and_commit_on_revoke(kafka_bootstrap, ka
         revoked: list[set[int]] = []
         assigned: list[set[int]] = []
         processed: dict[int, int] = {}
+        owned_in_revoke: list[set[int]] = []
+        owned_after_revoke: list[set[int]] = []
 
         async def on_revoke(partitions: set[int]) -> None:  # the projector's flush + commit
             revoked.append(partitions)
+            owned_in_revoke.append(a.assignment())
             done = {p: processed[p] for p in partitions if p in processed}
             if done:
                 await a.commit(done)
+            # Runs while the rebalance waits for the new assignment: the revoked
+            # partitions may belong to b already, so a must not count them as its own.
+            asyncio.get_running_loop().call_soon(
+                lambda: owned_after_revoke.append(a.assignment()))
 
         async def on_assign(partitions: set[int]) -> None:
             assigned.append(partitions)
@@ -242,6 +249,8 @@ def test_two_consumers_split_partitions_and_commit_on_revoke(kafka_bootstrap, ka
         assert a.assignment() and b.assignment()
         assert a.assignment() | b.assignment() == {0, 1, 2, 3}
         assert revoked and revoked[0] == {0, 1, 2, 3}
+        assert owned_in_revoke[0] == {0, 1, 2, 3}      # still owned while committing
+        assert owned_after_revoke[0] == set()
         assert assigned[-1] == a.assignment()
         # What a committed on revoke is where b goes on: nothing is read twice.
         for p in b.assignment():

@@ -435,6 +435,9 @@ class KafkaLogConsumer(LogConsumer):
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[int, int] = {}
         self._paused: set[int] = set()
+        # Revoked and not assigned again yet: aiokafka keeps listing them until the new
+        # assignment arrives, but another member may own them already.
+        self._revoked_pending: set[int] = set()
         self._closed = False
 
     @property
@@ -488,9 +491,12 @@ class KafkaLogConsumer(LogConsumer):
     # -- assignment and positions ---------------------------------------------------------
 
     def assignment(self) -> set[int]:
+        """The partitions this member owns: none of those revoked by a rebalance that
+        is still going on (between ``on_revoke`` and the new assignment)."""
         if self._consumer is None:
             return set()
-        return {tp.partition for tp in self._consumer.assignment() if tp.topic == self._topic}
+        return {tp.partition for tp in self._consumer.assignment()
+                if tp.topic == self._topic} - self._revoked_pending
 
     def position(self, partition: int) -> int:
         try:
@@ -528,10 +534,12 @@ class KafkaLogConsumer(LogConsumer):
         for p in partitions:
             self._positions.pop(p, None)
         if self._on_revoke is not None and partitions:
-            await self._on_revoke(partitions)
+            await self._on_revoke(partitions)   # still owned while it commits
+        self._revoked_pending |= partitions
 
     async def _assigned(self, tps: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in tps if tp.topic == self._topic}
+        self._revoked_pending.clear()     # aiokafka's assignment is the new one now
         consumer = self._consumer
         if consumer is None:
             return
@@ -553,6 +561,8 @@ class KafkaLogConsumer(LogConsumer):
             raise _retryable(f"poll of group {self._group!r}", exc) from exc
         out: list[Record] = []
         for tp, messages in batches.items():
+            if tp.partition in self._revoked_pending:
+                continue    # fetched before the rebalance: the new owner reads them
             for m in messages:
                 out.append(
                     Record(
