@@ -82,6 +82,11 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
         p.add_argument("--limit-burst", type=float,
                        default=float(_env("LIMIT_BURST_S", GatewayConfig.limit_burst_s)),
                        help="seconds of a limit a project may send at once")
+        p.add_argument("--beacon-interval", type=float,
+                       default=float(_env("BEACON_INTERVAL_S",
+                                          GatewayConfig.beacon_interval_s)),
+                       help="seconds between a gateway's beacons (the reaper does not "
+                            "count time without them as silence)")
         p.add_argument("--tls-cert", default=_env("TLS_CERT", ""), metavar="PEM",
                        help="serve gRPC and HTTP over TLS with this certificate (chain)")
         p.add_argument("--tls-key", default=_env("TLS_KEY", ""), metavar="PEM",
@@ -114,7 +119,9 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
             key_limit_events_per_s=getattr(args, "key_limit_events_per_s", 0.0),
             key_limit_bytes_per_s=getattr(args, "key_limit_bytes_per_s", 0.0),
             key_limit_runs_per_s=getattr(args, "key_limit_runs_per_s", 0.0),
-            limit_burst_s=getattr(args, "limit_burst", GatewayConfig.limit_burst_s)),
+            limit_burst_s=getattr(args, "limit_burst", GatewayConfig.limit_burst_s),
+            beacon_interval_s=getattr(args, "beacon_interval",
+                                      GatewayConfig.beacon_interval_s)),
         instance=getattr(args, "instance", ""),
         auth=AuthConfig(bootstrap_key=os.environ.get("RUNSTREAM_BOOTSTRAP_KEY", ""),
                         bootstrap_user=_env("BOOTSTRAP_USER", "admin")),

@@ -85,8 +85,14 @@ class GatewayConfig:
     # A project may send this many seconds of its limit at once (a client flushing
     # after a short network outage) before it is held to the rate.
     limit_burst_s: float = 2.0
+    # Every partition gets a beacon this often (gateway/beacon.py). The reaper counts at
+    # most 3 intervals of an outage as silence, so the heartbeat timeout must exceed
+    # the client's heartbeat interval (10 s) + 3 intervals + a reconnect (5 s): 60 s does.
+    beacon_interval_s: float = 5.0
 
     def validate(self) -> None:
+        if not 0.1 <= self.beacon_interval_s <= 60:
+            raise ConfigError("beacon_interval_s must be 0.1..60")
         if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise ConfigError("max_message_bytes must be 1 KiB..256 MiB")
         for name in ("limit_events_per_s", "limit_bytes_per_s", "limit_runs_per_s",

@@ -96,6 +96,7 @@ class Server:
         self.event_log: EventLog | None = None
         self.control_log: EventLog | None = None   # stop requests: api → gateways
         self.control_tail = None
+        self.beacon = None           # gateway beacons (gateway/beacon.py)
         self.identity_log: EventLog | None = None
         self.identity = None                        # auth.watcher.IdentityWatcher
         self._identity_task: asyncio.Task | None = None
@@ -108,6 +109,7 @@ class Server:
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._control_task: asyncio.Task | None = None
+        self._beacon_task: asyncio.Task | None = None
         self._mutations = None
         self.admin_key_file = None                  # written by the first embedded start
 
@@ -206,6 +208,10 @@ class Server:
             self._control_task = asyncio.create_task(self.control_tail.run(),
                                                      name="control-tail")
             self._control_task.add_done_callback(self._task_done)
+            from .gateway.beacon import Beacon
+            self.beacon = Beacon(self.event_log, self.instance, g.beacon_interval_s)
+            self._beacon_task = asyncio.create_task(self.beacon.run(), name="beacon")
+            self._beacon_task.add_done_callback(self._task_done)
         if "api" in cfg.roles:
             from .api.grpc_query import QueryService
             from .api.queries import Queries
@@ -277,6 +283,9 @@ class Server:
             await self._grpc.stop(grace=5)
         if self._http is not None:
             await self._http.cleanup()
+        if self._beacon_task is not None:
+            self.beacon.stop()
+            await asyncio.gather(self._beacon_task, return_exceptions=True)
         if self._control_task is not None:
             self.control_tail.stop()
             self._control_task.cancel()

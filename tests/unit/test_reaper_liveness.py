@@ -7,6 +7,7 @@ import time
 
 from runstream.v1 import events_pb2
 from runstream_server.common.clock import now_us
+from runstream_server.common.partitioning import partition_for
 from runstream_server.config import ReaperConfig
 from runstream_server.eventlog.local import LocalEventLog
 from runstream_server.reaper.liveness import CRASHED, FINISHED, RUNNING, LivenessTable
@@ -290,3 +291,144 @@ def test_reaper_emits_crashed_once_for_a_silent_run_and_spares_a_live_one(tmp_pa
         assert seq >= 8   # "alive" really outlived the timeout several times over
 
     asyncio.run(asyncio.wait_for(main(), 15))
+
+
+# ---------------------------------------------------------------------------- up clock
+
+
+def beacon(appended_us: int, interval_s: float = 5.0) -> tuple[bytes, int]:
+    from runstream_server.gateway.beacon import beacon_record
+    return beacon_record("gw", interval_s, appended_us), appended_us // 1000
+
+
+def beating(t: LivenessTable, start: int, end: int, every: int = 5 * S, partition: int = P):
+    for at in range(start, end + 1, every):
+        value, ms = beacon(at)
+        t.observe(value, partition, ms)
+
+
+def test_silence_grows_while_beacons_come():
+    t = LivenessTable()
+    beating(t, T0 - 10 * S, T0)
+    started(t, T0)
+    beating(t, T0 + 5 * S, T0 + 55 * S)
+    assert due_ids(t, T0 + 58 * S) == []
+    beating(t, T0 + 60 * S, T0 + 65 * S)
+    assert due_ids(t, T0 + 65 * S) == ["r"]        # a true crash: found on time
+
+
+def test_an_outage_without_beacons_counts_for_three_intervals_only():
+    t = LivenessTable()
+    beating(t, T0 - 10 * S, T0)
+    started(t, T0)
+    # No gateway for 10 minutes: the clock stops 15 s (3 × 5 s) after the last record.
+    assert due_ids(t, T0 + 600 * S) == []
+    # The gateways are back; the gap is capped, the client's event comes 5 s later.
+    beating(t, T0 + 600 * S, T0 + 605 * S)
+    assert due_ids(t, T0 + 605 * S) == []
+    t.observe(record(T0 + 606 * S, event("heartbeat", 2)), P, (T0 + 606 * S) // 1000)
+    beating(t, T0 + 610 * S, T0 + 660 * S)
+    assert due_ids(t, T0 + 660 * S) == []
+    # ...and a run that stays silent after the outage is judged on the up time.
+    beating(t, T0 + 665 * S, T0 + 700 * S)
+    assert due_ids(t, T0 + 700 * S) == ["r"]
+
+
+def test_append_time_not_gateway_time_drives_the_clock():
+    # A beacon created before a network cut but appended after it bridges nothing: it
+    # is placed at its append time.
+    t = LivenessTable()
+    beating(t, T0 - 10 * S, T0)
+    started(t, T0)
+    stale = beacon(T0 + 5 * S)[0]
+    t.observe(stale, P, (T0 + 300 * S) // 1000)
+    assert due_ids(t, T0 + 300 * S) == []
+
+
+def test_without_beacons_every_gap_counts():
+    t = LivenessTable()
+    started(t, T0)
+    assert due_ids(t, T0 + TIMEOUT + 1) == ["r"]
+
+
+def test_beacon_keys_cover_every_partition_and_are_no_run_ids():
+    from runstream_server.common.limits import RUN_ID_RE
+    from runstream_server.common.partitioning import beacon_keys, partition_for
+    for n in (1, 4, 12, 64):
+        keys = beacon_keys(n)
+        assert [partition_for(k.decode(), n) for k in keys] == list(range(n))
+        assert not any(RUN_ID_RE.match(k.decode()) for k in keys)
+
+
+def test_reaper_spares_runs_while_no_gateway_beacons_and_judges_again_after(tmp_path):
+    # A real local log: beacons every 0.05 s (cap 0.15 s), then none for 1.5 s (an
+    # outage three times the 0.5 s timeout), then beacons again: the run, silent
+    # throughout the outage, is not crashed by it, and is crashed 0.5 s of beacons later.
+    from runstream_server.gateway.beacon import Beacon
+
+    async def main():
+        log = LocalEventLog(tmp_path / "log", partitions=4)
+        await log.start()
+        beacon = Beacon(log, "gw-t", 0.05)
+        reaper = Reaper(log, ReaperConfig(heartbeat_timeout_s=0.5, tick_s=0.05), "reaper-t")
+        task = asyncio.create_task(reaper.run())
+        reader = log.consumer("t")
+        await reader.start()
+        beats = asyncio.create_task(beacon.run())
+        found: list = []
+        try:
+            await log.append([_client_record("r", 1, "run_start")])
+            await asyncio.sleep(0.2)
+            beacon.stop()                      # the outage
+            await beats
+            t_out = time.monotonic()
+            while time.monotonic() - t_out < 1.5:
+                found += await _crashed_in(reader)
+                await asyncio.sleep(0.05)
+            assert found == [], "the outage was taken for the run's silence"
+            back = Beacon(log, "gw-t", 0.05)
+            beats = asyncio.create_task(back.run())
+            t_back = time.monotonic()
+            while not found and time.monotonic() - t_back < 5:
+                found += await _crashed_in(reader)
+                await asyncio.sleep(0.02)
+            detected_after = time.monotonic() - t_back
+            back.stop()
+            await beats
+        finally:
+            reaper.stop()
+            await asyncio.wait_for(task, 5)
+            await reader.close()
+            await log.close()
+        assert [k for k, _ in found] == [b"r"]
+        # at most 0.5 s of silence counted before the outage began (0.2 s + 0.15 s cap)
+        assert 0.05 <= detected_after < 2.0, detected_after
+        assert beacon.sent >= 2 and reaper.table.clocks[partition_for("r", 4)].cap_us == 150_000
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_beacons_reach_every_partition_and_fold_to_nothing(tmp_path):
+    from runstream_server.gateway.beacon import Beacon
+    from runstream_server.projector.processor import RowBatch, fold_record
+
+    async def main():
+        log = LocalEventLog(tmp_path / "log", partitions=4)
+        await log.start()
+        await Beacon(log, "gw-t", 5.0).beat()
+        reader = log.consumer("t")
+        await reader.start()
+        records = await reader.poll(1.0, 100)
+        await reader.close()
+        await log.close()
+        return records
+
+    records = asyncio.run(main())
+    assert sorted(r.partition for r in records) == [0, 1, 2, 3]
+    states: dict = {}
+    batch = RowBatch()
+    for r in records:
+        rec = events_pb2.LogRecord.FromString(r.value)
+        assert (rec.gateway, rec.beacon_interval_ms, len(rec.events)) == ("gw-t", 5000, 0)
+        fold_record(states, r.value, r.partition, r.offset, batch)
+    assert states == {} and batch.total_rows() == 0

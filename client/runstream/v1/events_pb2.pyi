@@ -303,11 +303,13 @@ class ArtifactLogged(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., digest: _Optional[str] = ..., manifest: _Optional[bytes] = ...) -> None: ...
 
 class LogRecord(_message.Message):
-    __slots__ = ("events", "server_time_us", "gateway")
+    __slots__ = ("events", "server_time_us", "gateway", "beacon_interval_ms")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_US_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    BEACON_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[Event]
     server_time_us: int
     gateway: str
-    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., server_time_us: _Optional[int] = ..., gateway: _Optional[str] = ...) -> None: ...
+    beacon_interval_ms: int
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., server_time_us: _Optional[int] = ..., gateway: _Optional[str] = ..., beacon_interval_ms: _Optional[int] = ...) -> None: ...

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogRecordView(_message.Message):
-    __slots__ = ("events", "server_time_us", "gateway")
+    __slots__ = ("events", "server_time_us", "gateway", "beacon_interval_ms")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_US_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    BEACON_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[EventView]
     server_time_us: int
     gateway: str
-    def __init__(self, events: _Optional[_Iterable[_Union[EventView, _Mapping]]] = ..., server_time_us: _Optional[int] = ..., gateway: _Optional[str] = ...) -> None: ...
+    beacon_interval_ms: int
+    def __init__(self, events: _Optional[_Iterable[_Union[EventView, _Mapping]]] = ..., server_time_us: _Optional[int] = ..., gateway: _Optional[str] = ..., beacon_interval_ms: _Optional[int] = ...) -> None: ...
 
 class EventView(_message.Message):
     __slots__ = ("run_id", "project", "entity", "seq", "client_time_us", "server_time_us", "run_start", "log", "config_update", "summary_update", "heartbeat", "finish", "crashed", "run_patch", "delete", "stop_requested", "artifact_logged", "define_metric", "process_exited", "workspace_saved")

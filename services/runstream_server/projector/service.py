@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 
 from ..common.errors import PermanentError, RetryableError
+from ..common.partitioning import BEACON_KEY_PREFIX
 from ..config import ProjectorConfig
 from ..eventlog import EventLog, LogConsumer
 from ..store.writer import StoreWriter
@@ -161,7 +162,8 @@ class Projector:
                     if not self._next:
                         self._started = time.monotonic()
                     try:
-                        await self._load_states({r.key.decode() for r in records})
+                        await self._load_states({r.key.decode() for r in records
+                                                 if not r.key.startswith(BEACON_KEY_PREFIX)})
                     except RetryableError:
                         log.warning("projector: store unavailable while loading run states")
                         await self._rewind(consumer)

@@ -65,7 +65,7 @@ class Reaper:
                                                   max_records=5_000)
                     turn_ends = time.monotonic() + _TURN_S
                     for r in records:
-                        self.table.observe(r.value, r.partition)
+                        self.table.observe(r.value, r.partition, r.timestamp_ms)
                         if time.monotonic() >= turn_ends:
                             await asyncio.sleep(0)     # let the loop's other tasks run
                             turn_ends = time.monotonic() + _TURN_S
