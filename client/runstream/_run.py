@@ -90,8 +90,9 @@ class Run:
     Attributes: ``id``, ``name``, ``project``, ``entity``, ``path`` (entity/project/id),
     ``url``, ``config`` (see ``_config.Config``), ``summary`` (see ``_summary.Summary``),
     ``tags``, ``notes``, ``group``, ``job_type``, ``step`` (the step the next committed
-    ``log`` gets), ``out_of_order_steps``, ``resumed``, ``mode``, ``dir``, ``exit_code``
-    (after ``finish``). Setting ``name``, ``notes`` or ``tags`` sends a ``RunPatch``.
+    ``log`` gets), ``out_of_order_steps``, ``dropped_events``, ``resumed``, ``mode``,
+    ``dir``, ``exit_code`` (after ``finish``). Setting ``name``, ``notes`` or ``tags``
+    sends a ``RunPatch``.
 
     ``journal_dir`` is the run's journal (``<dir>/runstream-runs/run-<id>/``; empty for
     a disabled run). ``log`` never blocks on the network: it encodes the event, copies
@@ -190,6 +191,15 @@ class Run:
     @property
     def step(self) -> int:
         return self._step
+
+    @property
+    def dropped_events(self) -> int:
+        """Events of this run its journal could not keep: the disk failed (full,
+        read-only) and the bounded memory overflow was full, so the oldest log events
+        were dropped (never start, config, summary or finish events; ``_wal.py``). The
+        server counts what it never received in the run's ``seq_gaps``."""
+        j = self._journal
+        return j.dropped_events if j is not None else 0
 
     # -- events ------------------------------------------------------------------------
     def _event(self) -> events_pb2.Event:
@@ -494,7 +504,8 @@ class Run:
     def _warn_dropped(self, j: WalWriter) -> None:
         if j.dropped_events:
             log.warning("runstream: run %s: %d event(s) were lost: the journal %s could not "
-                        "be written (%s) and its memory bound was reached", self.id,
+                        "be written (%s) and its memory bound was reached (the server "
+                        "shows what it never received as the run's seq_gaps)", self.id,
                         j.dropped_events, self.journal_dir, j.last_error)
 
     def _detach_after_fork(self) -> None:

@@ -306,6 +306,9 @@ class ApiRun:
 
     ``config`` and ``summary`` hold decoded JSON values (config keys flattened with
     ``/``); ``metadata`` is what the client captured at init (host, OS, Python, git...).
+    ``seq_gaps``: events of the run the server never received (dropped by a client
+    whose journal disk was full, or lost; docs/client.md "Journal"); 0 when every event
+    arrived.
     """
 
     def __init__(self, api: Api, view: query_pb2.RunView) -> None:
@@ -329,6 +332,7 @@ class ApiRun:
         self.hidden = view.hidden
         self.color = view.color
         self.exit_code = view.exit_code
+        self.seq_gaps = view.seq_gaps
         self.config = {k: _decode(v) for k, v in view.config.items()}
         self.summary: dict[str, Any] = dict(view.summary)
         self.summary.update({k: _decode(v) for k, v in view.summary_other.items()})

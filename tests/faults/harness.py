@@ -10,7 +10,8 @@ deployment. At the end every run's stored history is compared with what the clie
 - out of order: stored values that are not their step, plus runs whose summary (the
   last value in seq order) is not the last step;
 - resume: after each restart, per run, seconds until the run's newly logged events are
-  queryable again (an upper bound on the client's resume: it includes the projector).
+  queryable again (an upper bound on the client's resume: it includes the projector);
+- dropped: events a documented policy dropped and counted (``test_journal_full.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ class Figures:
     out_of_order: int = 0
     resume_s: list[float] = field(default_factory=list)
     unfinished: int = 0          # client processes whose finish() did not see every ack
+    # Event-log faults (tests/faults/test_kafka_faults.py); empty for the others.
+    outage_s: list[float] = field(default_factory=list)   # per fault: seconds without the log
+    probe_codes: dict[str, int] = field(default_factory=dict)  # answers to probes in the fault
+    probe_held_max_s: float = 0.0     # the longest a probe request waited for its answer
+    gateway_rss_mb: dict[str, float] = field(default_factory=dict)  # before/during/after
+    # Scenarios where a documented policy drops events (the client's full-disk bound):
+    # events dropped and counted (on the client and on the run), never part of ``lost``;
+    # points stored; the scenario's wall time.
+    dropped: int = 0
+    stored: int = 0
+    duration_s: float = 0.0
 
     @property
     def resume_p99_s(self) -> float:

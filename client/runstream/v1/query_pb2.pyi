@@ -69,7 +69,7 @@ class ListRunsRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., filter: _Optional[_Union[RunFilter, _Mapping]] = ..., sort_by: _Optional[str] = ..., descending: _Optional[bool] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class RunView(_message.Message):
-    __slots__ = ("entity", "project", "run_id", "name", "state", "state_cause", "notes", "tags", "group", "job_type", "sweep_id", "privacy", "config", "summary", "summary_other", "metadata_json", "start_time_us", "last_event_time_us", "end_time_us", "exit_code", "hidden", "color", "last_seq", "dropped_points", "last_step", "user", "duration_us")
+    __slots__ = ("entity", "project", "run_id", "name", "state", "state_cause", "notes", "tags", "group", "job_type", "sweep_id", "privacy", "config", "summary", "summary_other", "metadata_json", "start_time_us", "last_event_time_us", "end_time_us", "exit_code", "hidden", "color", "last_seq", "dropped_points", "last_step", "user", "duration_us", "seq_gaps")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,7 @@ class RunView(_message.Message):
     LAST_STEP_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     DURATION_US_FIELD_NUMBER: _ClassVar[int]
+    SEQ_GAPS_FIELD_NUMBER: _ClassVar[int]
     entity: str
     project: str
     run_id: str
@@ -145,7 +146,8 @@ class RunView(_message.Message):
     last_step: int
     user: str
     duration_us: int
-    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., state_cause: _Optional[str] = ..., notes: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., sweep_id: _Optional[str] = ..., privacy: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., summary: _Optional[_Mapping[str, float]] = ..., summary_other: _Optional[_Mapping[str, str]] = ..., metadata_json: _Optional[str] = ..., start_time_us: _Optional[int] = ..., last_event_time_us: _Optional[int] = ..., end_time_us: _Optional[int] = ..., exit_code: _Optional[int] = ..., hidden: _Optional[bool] = ..., color: _Optional[str] = ..., last_seq: _Optional[int] = ..., dropped_points: _Optional[int] = ..., last_step: _Optional[int] = ..., user: _Optional[str] = ..., duration_us: _Optional[int] = ...) -> None: ...
+    seq_gaps: int
+    def __init__(self, entity: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., state_cause: _Optional[str] = ..., notes: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., job_type: _Optional[str] = ..., sweep_id: _Optional[str] = ..., privacy: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., summary: _Optional[_Mapping[str, float]] = ..., summary_other: _Optional[_Mapping[str, str]] = ..., metadata_json: _Optional[str] = ..., start_time_us: _Optional[int] = ..., last_event_time_us: _Optional[int] = ..., end_time_us: _Optional[int] = ..., exit_code: _Optional[int] = ..., hidden: _Optional[bool] = ..., color: _Optional[str] = ..., last_seq: _Optional[int] = ..., dropped_points: _Optional[int] = ..., last_step: _Optional[int] = ..., user: _Optional[str] = ..., duration_us: _Optional[int] = ..., seq_gaps: _Optional[int] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "total")

@@ -60,7 +60,7 @@ _RUN_VIEW_COLUMNS = (
     "toUnixTimestamp64Micro(last_event_time) AS last_event_time_us, "
     "toUnixTimestamp64Micro(end_time) AS end_time_us, "
     "exit_code, hidden, color, last_seq, dropped_points"
-    ", last_step"
+    ", last_step, seq_gaps"
 )
 
 _DURATION = ("if(toUnixTimestamp64Micro(end_time) > 0, toUnixTimestamp64Micro(end_time), "
