@@ -74,7 +74,7 @@ def test_the_reaper_takes_it_as_a_crash_and_never_emits_another():
     t = LivenessTable()
     t.observe(rec(start(1), log(2, 0)), 0)
     t.observe(rec(exited(3), server_us=T0 + 10), 0)
-    lv = t.runs["run-1"]
+    lv = t.runs[KEY]
     assert (lv.state, lv.last_seq) == (CRASHED, 3)
     assert t.due({0: T0 + 3600 * 10**6}, 60 * 10**6) == []
     t.observe(rec(log(4, 1)), 0)                # any later client event revives it

@@ -52,7 +52,7 @@ def due_ids(table: LivenessTable, clock: int, partition: int = P) -> list[str]:
 def test_new_run_is_tracked_with_its_server_time_and_partition():
     t = LivenessTable()
     started(t)
-    lv = t.runs["r"]
+    lv = t.runs[("ent", "proj", "r")]
     assert (lv.project, lv.entity, lv.partition) == ("proj", "ent", P)
     assert (lv.last_seen_us, lv.last_seq, lv.state) == (T0, 1, RUNNING)
 
@@ -89,7 +89,7 @@ def test_server_time_of_the_event_wins_over_the_records():
     e = event("run_start", 1)
     e.server_time_us = T0 + 5 * S
     t.observe(record(T0, e), P)
-    assert t.runs["r"].last_seen_us == T0 + 5 * S
+    assert t.runs[("ent", "proj", "r")].last_seen_us == T0 + 5 * S
 
 
 def test_events_refresh_last_seen():
@@ -104,7 +104,7 @@ def test_finished_runs_are_never_due():
     t = LivenessTable()
     started(t)
     t.observe(record(T0 + S, event("finish", 2, exit_code=3)), P)
-    assert t.runs["r"].state == FINISHED
+    assert t.runs[("ent", "proj", "r")].state == FINISHED
     assert due_ids(t, T0 + 1000 * TIMEOUT) == []
 
 
@@ -113,7 +113,7 @@ def test_duplicates_do_not_refresh_last_seen():
     started(t)
     t.observe(record(T0 + 10 * S, event("heartbeat", 2)), P)
     t.observe(record(T0 + 50 * S, event("heartbeat", 2), event("run_start", 1)), P)
-    lv = t.runs["r"]
+    lv = t.runs[("ent", "proj", "r")]
     assert (lv.last_seq, lv.last_seen_us) == (2, T0 + 10 * S)
     assert due_ids(t, T0 + 10 * S + TIMEOUT + 1) == ["r"]
 
@@ -123,7 +123,7 @@ def test_duplicate_finish_does_not_end_a_run_that_continued():
     started(t)
     t.observe(record(T0, event("heartbeat", 2)), P)
     t.observe(record(T0, event("finish", 2)), P)    # seq 2 again: a duplicate
-    assert t.runs["r"].state == RUNNING
+    assert t.runs[("ent", "proj", "r")].state == RUNNING
 
 
 def test_crashed_for_the_current_last_seq_marks_crashed():
@@ -131,7 +131,7 @@ def test_crashed_for_the_current_last_seq_marks_crashed():
     started(t)
     t.observe(record(T0 + 2 * S, event("log", 2)), P)
     t.observe(record(T0 + 70 * S, crashed(after_seq=2)), P)
-    lv = t.runs["r"]
+    lv = t.runs[("ent", "proj", "r")]
     assert lv.state == CRASHED
     assert (lv.last_seq, lv.last_seen_us) == (2, T0 + 2 * S)   # a server event is no sign of life
     assert due_ids(t, T0 + 1000 * TIMEOUT) == []
@@ -142,7 +142,7 @@ def test_stale_crashed_does_not_mark_crashed():
     started(t)
     t.observe(record(T0 + S, event("heartbeat", 2)), P)
     t.observe(record(T0 + 2 * S, crashed(after_seq=1)), P)   # the run sent seq 2 meanwhile
-    assert t.runs["r"].state == RUNNING
+    assert t.runs[("ent", "proj", "r")].state == RUNNING
 
 
 def test_crashed_for_a_finished_run_is_ignored():
@@ -150,7 +150,7 @@ def test_crashed_for_a_finished_run_is_ignored():
     started(t)
     t.observe(record(T0, event("finish", 2)), P)
     t.observe(record(T0, crashed(after_seq=2)), P)
-    assert t.runs["r"].state == FINISHED
+    assert t.runs[("ent", "proj", "r")].state == FINISHED
 
 
 def test_crashed_for_an_unknown_run_is_ignored():
@@ -164,10 +164,10 @@ def test_client_event_after_crash_revives_the_run_and_it_can_be_due_again():
     started(t)
     assert due_ids(t, T0 + TIMEOUT + 1) == ["r"]
     t.observe(record(T0 + TIMEOUT + 2, crashed(after_seq=1)), P)
-    assert t.runs["r"].state == CRASHED
+    assert t.runs[("ent", "proj", "r")].state == CRASHED
     back = T0 + 2 * TIMEOUT
     t.observe(record(back, event("heartbeat", 2)), P)
-    lv = t.runs["r"]
+    lv = t.runs[("ent", "proj", "r")]
     assert (lv.state, lv.last_seq, lv.last_seen_us) == (RUNNING, 2, back)
     assert due_ids(t, back + TIMEOUT) == []
     [lv] = t.due({P: back + TIMEOUT + 1}, TIMEOUT)
@@ -191,8 +191,23 @@ def test_delete_forgets_the_run():
     started(t)
     started(t, run_id="other")
     t.observe(record(T0 + S, event("delete", 2)), P)
-    assert set(t.runs) == {"other"}
+    assert set(t.runs) == {("ent", "proj", "other")}
     assert due_ids(t, T0 + 100 * TIMEOUT) == ["other"]
+
+
+def test_runs_with_one_id_in_two_projects_are_two_runs():
+    # Run ids are unique within a project only: one project's live run must not keep
+    # another project's run of the same id alive.
+    t = LivenessTable()
+    started(t)
+    other = events_pb2.Event(run_id="r", project="other", entity="ent", seq=1)
+    other.run_start.SetInParent()
+    t.observe(record(T0, other), P)
+    beat = events_pb2.Event(run_id="r", project="other", entity="ent", seq=2)
+    beat.heartbeat.SetInParent()
+    t.observe(record(T0 + TIMEOUT, beat), P)
+    due = t.due({P: T0 + TIMEOUT + 1}, TIMEOUT)
+    assert [(lv.project, lv.run_id) for lv in due] == [("proj", "r")]
 
 
 def test_runs_are_judged_independently():
@@ -224,7 +239,7 @@ def test_crashed_record():
     assert "60 s" in e.crashed.reason   # the fold appends ", detected by <detector>"
     # Fed back into a table, it marks the run crashed.
     t.observe(rec.SerializeToString(), P)
-    assert t.runs["r"].state == CRASHED
+    assert t.runs[("ent", "proj", "r")].state == CRASHED
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -286,8 +301,8 @@ def test_reaper_emits_crashed_once_for_a_silent_run_and_spares_a_live_one(tmp_pa
         assert e.crashed.detector == "reaper-t"
         assert e.crashed.last_seen_us > 0
         assert reaper.crashes_emitted == 1
-        assert reaper.table.runs["silent"].state == CRASHED
-        assert reaper.table.runs["alive"].state == RUNNING
+        assert reaper.table.runs[("ent", "proj", "silent")].state == CRASHED
+        assert reaper.table.runs[("ent", "proj", "alive")].state == RUNNING
         assert seq >= 8   # "alive" really outlived the timeout several times over
 
     asyncio.run(asyncio.wait_for(main(), 15))

@@ -238,9 +238,9 @@ def test_the_reaper_ignores_workspace_saves():
     # Even one that (wrongly) names a run changes nothing of its liveness.
     table.observe(rec(saved(run_id="run-1", seq=5), server_us=T0 + 10**9), partition=0)
     table.observe(rec(saved(run_id="run-1"), server_us=T0 + 10**9), partition=0)
-    lv = table.runs["run-1"]
+    lv = table.runs[KEY]
     assert (lv.state, lv.last_seq, lv.last_seen_us) == (RUNNING, 1, T0)
-    assert list(table.runs) == ["run-1"]
+    assert list(table.runs) == [KEY]
 
 
 def test_a_save_reads_through_the_lean_view():

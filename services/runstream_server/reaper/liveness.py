@@ -72,7 +72,8 @@ class Liveness:
 
 class LivenessTable:
     def __init__(self) -> None:
-        self.runs: dict[str, Liveness] = {}
+        # Keyed (entity, project, run id): a run id is unique within its project only.
+        self.runs: dict[tuple[str, str, str], Liveness] = {}
         self.clocks: dict[int, UpClock] = {}
 
     def observe(self, value: bytes, partition: int, appended_ms: int = 0) -> None:
@@ -97,15 +98,16 @@ class LivenessTable:
         kind = ev.WhichOneof("body")
         if kind == "workspace_saved":
             return   # not a run's event (whatever its run id says)
-        lv = self.runs.get(ev.run_id)
+        key = (ev.entity, ev.project, ev.run_id)
+        lv = self.runs.get(key)
         if kind == "delete":
-            self.runs.pop(ev.run_id, None)
+            self.runs.pop(key, None)
             return
         if lv is None:
             if ev.seq == 0:
                 return   # a server event for a run never seen: nothing to track
             lv = Liveness(ev.run_id, ev.project, ev.entity, partition)
-            self.runs[ev.run_id] = lv
+            self.runs[key] = lv
         if ev.seq == 0:
             if kind == "crashed" and lv.state == RUNNING and ev.crashed.after_seq == lv.last_seq:
                 lv.state = CRASHED
