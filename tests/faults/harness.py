@@ -55,6 +55,12 @@ class Figures:
     dropped: int = 0
     stored: int = 0
     duration_s: float = 0.0
+    # The reaper across an outage: Crashed events for live runs (target 0), and per true
+    # crash the seconds from the kill until the run showed crashed (target: the timeout).
+    false_crashes: int = 0
+    detect_s: list[float] = field(default_factory=list)
+    outage_of_s: float = 0.0
+    heartbeat_timeout_s: float = 0.0
 
     @property
     def resume_p99_s(self) -> float:
@@ -74,12 +80,12 @@ class Figures:
 
 class Workload:
     def __init__(self, url: str, project: str, runs: int, steps: int, pace_s: float,
-                 tmp: Path) -> None:
+                 tmp: Path, env: dict[str, str] | None = None) -> None:
         self.project, self.steps = project, steps
         self.run_ids = [f"w{i}" for i in range(runs)]
         env = {**os.environ, "RUNSTREAM_URL": url, "RUNSTREAM_ENTITY": ENTITY,
                "RUNSTREAM_FINISH_TIMEOUT": "300", "RUNSTREAM_DRAIN_TIMEOUT": "300",
-               "RUNSTREAM_DIR": str(tmp / "journals")}
+               "RUNSTREAM_DIR": str(tmp / "journals"), **(env or {})}
         self.procs = [subprocess.Popen([sys.executable, str(WRITER), r, project, str(steps),
                                         str(pace_s)], env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)

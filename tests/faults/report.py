@@ -21,6 +21,8 @@ TITLES = {
                          "told; resume: from the heal)",
     "kafka-network-cut-reset": "gateway–broker network cut, reset (every connection reset, "
                                "new ones refused; resume: from the heal)",
+    "reaper-gateway-outage": "every gateway down for several heartbeat timeouts, then back "
+                             "(Kafka; reaper timeout shorter than the outage)",
     "journal-disk-full": "client journal's disk full (tmpfs) while the server is down, then "
                          "the server back and the disk freed (embedded)",
 }
@@ -35,6 +37,10 @@ def table() -> str:
             rows.append(f"| {title} | not run at full size | | | | | | |")
             continue
         d = json.loads(path.read_text())
+        if d.get("heartbeat_timeout_s"):    # the reaper's figures
+            title += (f": outage {d['outage_of_s']:g} s, timeout {d['heartbeat_timeout_s']:g} s;"
+                      f" **{d['false_crashes']} false crashes**; a true crash found in "
+                      f"{max(d['detect_s']):.1f} s")
         lost = f"**{d['lost']}**"
         if d.get("dropped"):        # dropped by a documented policy: counted, not lost
             lost += f" ({d['dropped']:,} dropped, counted)"

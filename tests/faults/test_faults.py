@@ -96,3 +96,62 @@ def test_distributed_kill_9(kafka_bootstrap, tmp_path, victim):
         w.kill()
         c.stop()
     _check(fig)
+
+
+# (outage, reaper timeout): the outage is several timeouts long. The timeout must exceed
+# the client's silence across the gateway's return: 3 beacon intervals (1 s here) + a
+# reconnect backoff (up to 5 s) + the first request.
+OUTAGE = (60.0, 20.0) if FULL else (25.0, 10.0)
+
+
+@pytest.mark.kafka
+def test_reaper_across_a_gateway_outage(kafka_bootstrap, tmp_path):
+    """Every gateway is gone for several heartbeat timeouts while clients keep logging to
+    their journals: the reaper crashes none of them (no gateway beacons, so the outage is
+    not silence); a client killed afterwards (no upload helper to report it) is found
+    crashed within the timeout."""
+    runs, steps, pace, _ = SIZE
+    outage_s, timeout_s = OUTAGE
+    steps = int((outage_s + 25) / pace)          # the stream outlasts the outage
+    c = Cluster(kafka_bootstrap, tmp_path)
+    r = c.reaper.args
+    r[r.index("--heartbeat-timeout") + 1] = str(timeout_s)
+    c.reaper.env["RUNSTREAM_LOG_LEVEL"] = "INFO"       # one line per Crashed it emits
+    c.gateway.args += ["--beacon-interval", "1"]
+    c.start()
+    fig = Figures("reaper-gateway-outage", runs, runs * steps, 1, outage_of_s=outage_s,
+                  heartbeat_timeout_s=timeout_s)
+    w = Workload(c.url, "faults", runs, steps, pace, tmp_path)
+    victim = None
+    try:
+        c.q.wait_for(lambda: all(c.q.run("faults", r).state == "running"
+                                 for r in w.run_ids), 60, "every run to start")
+        c.gateway.kill()
+        time.sleep(outage_s)
+        c.gateway.start()
+        fig.resume_s += w.resume_times(c.q, time.monotonic())
+        # A true crash: the training process dies with its uploader (in-process).
+        victim = Workload(c.url, "faults-victim", 1, 100_000, pace, tmp_path / "v",
+                          env={"RUNSTREAM_UPLOADER": "thread"})
+        c.q.wait_for(lambda: c.q.run("faults-victim", "w0").state == "running", 60,
+                     "the victim to start")
+        time.sleep(1.0)
+        victim.kill()
+        killed = time.monotonic()
+        c.q.wait_states("faults-victim", {"w0": "crashed"}, timeout=3 * timeout_s)
+        fig.detect_s.append(time.monotonic() - killed)
+        fig.unfinished = w.wait()
+        w.account(c.q, fig)
+    finally:
+        w.kill()
+        if victim is not None:
+            victim.kill()
+        c.stop()
+    crashed = [line for line in c.reaper.log_path.read_text().splitlines()
+               if " crashed (silent" in line]
+    fig.false_crashes = sum(1 for line in crashed if "/faults/" in line)
+    assert len(crashed) == fig.false_crashes + 1, crashed     # the victim, once
+    print(f"reaper: {fig.false_crashes} false crashes across a {outage_s:g} s outage "
+          f"(timeout {timeout_s:g} s); true crash found in {fig.detect_s[0]:.1f} s")
+    assert fig.false_crashes == 0, crashed
+    _check(fig)
