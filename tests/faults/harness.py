@@ -61,6 +61,10 @@ class Figures:
     detect_s: list[float] = field(default_factory=list)
     outage_of_s: float = 0.0
     heartbeat_timeout_s: float = 0.0
+    # A client offline, then back: events/s logged live and drained from the journal
+    # after the first reconnect (target: drain >= 5 x live).
+    live_per_s: float = 0.0
+    drain_per_s: float = 0.0
 
     @property
     def resume_p99_s(self) -> float:
@@ -105,6 +109,9 @@ class Workload:
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
+
+    def total_seq(self, q) -> int:
+        return sum(self.last_seqs(q).values())
 
     def last_seqs(self, q) -> dict[str, int]:
         out = {}

@@ -23,6 +23,8 @@ TITLES = {
                                "new ones refused; resume: from the heal)",
     "reaper-gateway-outage": "every gateway down for several heartbeat timeouts, then back "
                              "(Kafka; reaper timeout shorter than the outage)",
+    "client-offline": "clients offline (every connection reset) while they keep logging, "
+                      "then back (embedded; resume: from the network's return)",
     "journal-disk-full": "client journal's disk full (tmpfs) while the server is down, then "
                          "the server back and the disk freed (embedded)",
 }
@@ -41,6 +43,10 @@ def table() -> str:
             title += (f": outage {d['outage_of_s']:g} s, timeout {d['heartbeat_timeout_s']:g} s;"
                       f" **{d['false_crashes']} false crashes**; a true crash found in "
                       f"{max(d['detect_s']):.1f} s")
+        if d.get("drain_per_s"):            # a client offline, then back
+            title += (f": {d['outage_of_s']:g} s offline; journals drained at "
+                      f"{d['drain_per_s']:,.0f} events/s, {d['drain_per_s'] / d['live_per_s']:.1f}"
+                      f"× the live {d['live_per_s']:,.0f}/s (target 5×)")
         lost = f"**{d['lost']}**"
         if d.get("dropped"):        # dropped by a documented policy: counted, not lost
             lost += f" ({d['dropped']:,} dropped, counted)"

@@ -155,3 +155,56 @@ def test_reaper_across_a_gateway_outage(kafka_bootstrap, tmp_path):
           f"(timeout {timeout_s:g} s); true crash found in {fig.detect_s[0]:.1f} s")
     assert fig.false_crashes == 0, crashed
     _check(fig)
+
+
+OFFLINE_S = 600.0 if FULL else 20.0
+
+
+def test_client_offline_then_back(tmp_path):
+    """The clients lose the network (every connection reset, none possible) for
+    OFFLINE_S while they keep logging, then get it back: their journals drain, and all
+    of it arrives once. The drain rate (from the first event stored after the network is
+    back until the clients are caught up) is recorded against the live rate."""
+    from tests.fixtures.tcpproxy import TcpProxy
+    runs, _, pace, _ = SIZE
+    steps = int((OFFLINE_S + 25) / pace)
+    srv = ServerProcess(embedded_args(tmp_path / "data"),
+                        log_path=tmp_path / "server.log").start()
+    proxy = TcpProxy(int(srv.grpc.rsplit(":", 1)[1])).start()
+    q = QueryClient(srv.grpc, srv.http, ENTITY)
+    fig = Figures("client-offline", runs, runs * steps, 1, outage_of_s=OFFLINE_S)
+    w = Workload(proxy.address, "faults", runs, steps, pace, tmp_path)
+    try:
+        q.wait_for(lambda: w.total_seq(q) > runs * 2 / pace, 60, "2 s of events")
+        before, t0 = w.total_seq(q), time.monotonic()
+        time.sleep(2.0)
+        fig.live_per_s = (w.total_seq(q) - before) / (time.monotonic() - t0)
+        proxy.cut("reset")
+        cut = time.monotonic()
+        time.sleep(OFFLINE_S)
+        at_heal = w.total_seq(q)
+        proxy.heal()
+        healed = time.monotonic()
+        backlog = fig.live_per_s * (healed - cut)     # logged while offline
+        # Sample the stored total as fast as the api answers: the drain starts after the
+        # last sample still at ``at_heal`` and ends at the first holding the backlog (a
+        # lower bound of the rate: the samples are some 10 ms apart).
+        samples = [(healed, at_heal)]
+        while samples[-1][1] < at_heal + backlog:
+            assert time.monotonic() - healed < 300, "the journals never drained"
+            samples.append((time.monotonic(), w.total_seq(q)))
+        t_start = max(t for t, n in samples if n == at_heal)
+        t_end, n_end = samples[-1]
+        fig.resume_s.append(t_start - healed)
+        fig.drain_per_s = (n_end - at_heal) / (t_end - t_start)
+        fig.unfinished = w.wait()
+        w.account(q, fig)
+    finally:
+        w.kill()
+        proxy.stop()
+        q.close()
+        srv.stop()
+    print(f"offline {OFFLINE_S:g} s: live {fig.live_per_s:,.0f} events/s, drained at "
+          f"{fig.drain_per_s:,.0f} events/s ({fig.drain_per_s / fig.live_per_s:.1f}x), "
+          f"drained from {fig.resume_s[0]:.2f} s after the network came back")
+    _check(fig)
