@@ -208,3 +208,41 @@ def test_client_offline_then_back(tmp_path):
           f"{fig.drain_per_s:,.0f} events/s ({fig.drain_per_s / fig.live_per_s:.1f}x), "
           f"drained from {fig.resume_s[0]:.2f} s after the network came back")
     _check(fig)
+
+
+@pytest.mark.kafka
+def test_clients_fail_over_to_a_second_gateway(kafka_bootstrap, tmp_path):
+    """Two gateways; the clients' URL names both (``ipv4:A,B``: gRPC tries them in
+    order). The gateway they are on is killed, in turn: they move to the other one
+    without waiting for a restart."""
+    runs, steps, pace, kills = SIZE
+    c = Cluster(kafka_bootstrap, tmp_path)
+    c.reaper.args[c.reaper.args.index("--heartbeat-timeout") + 1] = "600"
+    second_port = free_port()
+    second = ServerProcess(["gateway", *c.log_args, "--grpc-port", str(second_port)],
+                           log_path=tmp_path / "gateway-2.log")
+    c.start()
+    second.start()
+    gateways = [c.gateway, second]
+    fig = Figures("kafka-gateway-failover", runs, runs * steps, kills)
+    w = Workload(f"ipv4:{c.url},127.0.0.1:{second_port}", "faults", runs, steps, pace,
+                 tmp_path)
+    try:
+        gap = steps * pace / (kills + 1)
+        for n in range(kills):
+            time.sleep(gap * 0.5)
+            victim = gateways[n % 2]
+            victim.kill()
+            resumed = w.resume_times(c.q, time.monotonic(), timeout_s=60)
+            # every client resumed while its gateway was still down: on the other one
+            assert max(resumed, default=0) < 60, resumed
+            fig.resume_s += resumed
+            victim.start()          # back only after the clients resumed on the other
+        fig.unfinished = w.wait()
+        w.account(c.q, fig)
+    finally:
+        w.kill()
+        second.stop()
+        second.kill()
+        c.stop()
+    _check(fig)
