@@ -90,7 +90,7 @@ fuzz: setup
 # figures go into docs/reliability.md.
 faults: setup kafka-libs
 	RUNSTREAM_FAULTS=full $(BIN)/python -m pytest -s -p no:cacheprovider tests/faults \
-	  -o timeout=3600
+	  tests/e2e/test_rate_limits.py -o timeout=3600
 	$(BIN)/python -m tests.faults.report
 
 clean:

@@ -65,6 +65,11 @@ class Figures:
     # after the first reconnect (target: drain >= 5 x live).
     live_per_s: float = 0.0
     drain_per_s: float = 0.0
+    # A run offering 10x its project's rate limit (tests/e2e/test_rate_limits.py).
+    offer_s: float = 0.0
+    limit_per_s: float = 0.0
+    accepted_per_s: float = 0.0
+    rss_growth_mb: float = 0.0
 
     @property
     def resume_p99_s(self) -> float:

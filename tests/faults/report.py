@@ -27,6 +27,8 @@ TITLES = {
                              "(Kafka; reaper timeout shorter than the outage)",
     "client-offline": "clients offline (every connection reset) while they keep logging, "
                       "then back (embedded; resume: from the network's return)",
+    "rate-limit-10x": "one run offering 10× its project's rate limit (embedded; the client "
+                      "backs off on RESOURCE_EXHAUSTED)",
     "journal-disk-full": "client journal's disk full (tmpfs) while the server is down, then "
                          "the server back and the disk freed (embedded)",
 }
@@ -49,6 +51,9 @@ def table() -> str:
             title += (f": {d['outage_of_s']:g} s offline; journals drained at "
                       f"{d['drain_per_s']:,.0f} events/s, {d['drain_per_s'] / d['live_per_s']:.1f}"
                       f"× the live {d['live_per_s']:,.0f}/s (target 5×)")
+        if d.get("limit_per_s"):            # a run over its rate limit
+            title += (f": {d['offer_s']:g} s at 10× {d['limit_per_s']:,.0f} events/s; accepted "
+                      f"{d['accepted_per_s']:,.0f}/s; server RSS +{d['rss_growth_mb']:.0f} MB")
         lost = f"**{d['lost']}**"
         if d.get("dropped"):        # dropped by a documented policy: counted, not lost
             lost += f" ({d['dropped']:,} dropped, counted)"
