@@ -12,7 +12,7 @@ Relative ``libs_dir`` paths are taken from the repository root; ``work_dir`` is 
 as given. Layout of ``work_dir``::
 
     server.properties   the broker configuration written by start()
-    data/               log.dirs (formatted afresh by every start())
+    data/               log.dirs (formatted afresh by every start(); kept by restart())
     logs/server.log     the broker's own log (WARN and above, deploy/kafka/log4j2.xml)
     logs/broker.out     the JVM's stdout/stderr (crashes, GC errors)
 """
@@ -167,7 +167,16 @@ class KafkaBroker:
 
     ``start()`` blocks until the broker answers an admin metadata request and sets
     ``startup_seconds`` (formatting included). ``stop()`` sends SIGTERM to the broker's
-    process group and SIGKILL after ``stop_grace_s``. Usable as a context manager.
+    process group and SIGKILL after ``stop_grace_s``; ``kill()`` sends SIGKILL at once.
+    ``restart()`` starts a stopped or killed broker again on the same ports, cluster id
+    and data (what was written before survives) and sets ``restart_seconds``. Usable as
+    a context manager.
+
+    ``listeners`` adds PLAINTEXT listeners beside ``PLAINTEXT``: name (upper case) →
+    the port advertised for it, or ``None`` for its own port. Each listens on a port of
+    its own picked at start (``listener_ports[name]``). A listener advertised at the port
+    of a proxy in front of it keeps the clients that bootstrap through that proxy on
+    the proxy: Kafka answers metadata with the addresses of the listener asked.
     """
 
     def __init__(
@@ -180,7 +189,12 @@ class KafkaBroker:
         ready_timeout_s: float = 90.0,
         stop_grace_s: float = 20.0,
         settings: Mapping[str, str] | None = None,
+        listeners: Mapping[str, int | None] | None = None,
     ) -> None:
+        reserved = {"PLAINTEXT", "CONTROLLER"}
+        for name in listeners or {}:
+            if not name.isidentifier() or name != name.upper() or name in reserved:
+                raise ValueError(f"listener name {name!r}: upper case, not {sorted(reserved)}")
         self.work_dir = Path(work_dir).resolve()
         self.libs_dir = _resolve_libs(libs_dir)
         self.heap = heap
@@ -188,7 +202,10 @@ class KafkaBroker:
         self.ready_timeout_s = ready_timeout_s
         self.stop_grace_s = stop_grace_s
         self.settings = {**TEST_SETTINGS, **(settings or {})}
+        self.extra_listeners: dict[str, int | None] = dict(listeners or {})
+        self.listener_ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
+        self.restart_seconds: float | None = None
         self.broker_port: int | None = None
         self.controller_port: int | None = None
         self.cluster_id: str | None = None
@@ -250,19 +267,47 @@ class KafkaBroker:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.broker_port, self.controller_port = free_ports(2)
+        self.broker_port, self.controller_port, *extra = free_ports(2 + len(self.extra_listeners))
+        self.listener_ports = dict(zip(self.extra_listeners, extra, strict=True))
         self.cluster_id = new_cluster_id()
         self.returncode = None
         self._write_config()
         self._format_storage()
+        self.startup_seconds = self._launch_and_wait(t0)
+        return self
+
+    def _launch_and_wait(self, t0: float) -> float:
+        """Launch the broker and block until it serves metadata; seconds since ``t0``."""
         self._launch()
         try:
             self._wait_ready(t0 + self.ready_timeout_s)
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - t0
+        return time.monotonic() - t0
+
+    def restart(self) -> KafkaBroker:
+        """Start the broker again after ``stop()`` or ``kill()``: same ports, cluster id,
+        configuration and data directory (nothing is formatted); blocks until it serves
+        metadata and sets ``restart_seconds`` (log recovery after a kill included)."""
+        if self.running():
+            raise KafkaBrokerError(f"the broker is already running (pid {self.pid})")
+        if self.broker_port is None or not self.config_path.exists():
+            raise KafkaBrokerError("the broker was never started: nothing to restart")
+        t0 = time.monotonic()
+        self.returncode = None
+        self.restart_seconds = self._launch_and_wait(t0)
         return self
+
+    def kill(self) -> int | None:
+        """SIGKILL the broker's process group (no shutdown of any kind); its exit code."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            self.returncode = proc.returncode
+        return self.returncode
 
     def stop(self, *, remove: bool = False) -> int | None:
         """Stop the broker (SIGTERM, then SIGKILL after the grace); returns its exit code.
@@ -305,16 +350,24 @@ class KafkaBroker:
 
     def _write_config(self) -> None:
         bport, cport = self.broker_port, self.controller_port
+        listeners = [f"PLAINTEXT://127.0.0.1:{bport}", f"CONTROLLER://127.0.0.1:{cport}"]
+        advertised = [f"PLAINTEXT://127.0.0.1:{bport}"]
+        protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        for name, shown in self.extra_listeners.items():
+            port = self.listener_ports[name]
+            listeners.append(f"{name}://127.0.0.1:{port}")
+            advertised.append(f"{name}://127.0.0.1:{port if shown is None else shown}")
+            protocols.append(f"{name}:PLAINTEXT")
         lines = [
             "# Written by scripts/kafka_broker.py: single-node KRaft, loopback only.",
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
-            f"listeners=PLAINTEXT://127.0.0.1:{bport},CONTROLLER://127.0.0.1:{cport}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{bport}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map={','.join(protocols)}",
             f"log.dirs={self.data_dir}",
         ]
         lines += [f"{k}={v}" for k, v in self.settings.items()]

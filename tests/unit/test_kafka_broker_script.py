@@ -73,6 +73,62 @@ def test_config_is_single_node_kraft_on_loopback(tmp_path):
     assert broker.bootstrap == "127.0.0.1:19092"
 
 
+def test_extra_listener_is_advertised_at_the_given_port(tmp_path):
+    # A proxy at 19999 in front of the GATEWAY listener: clients that bootstrap through
+    # it are told to connect to 19999 again; PLAINTEXT keeps its own address.
+    broker = kb.KafkaBroker(tmp_path / "b", listeners={"GATEWAY": 19999, "OTHER": None})
+    broker.work_dir.mkdir()
+    broker.broker_port, broker.controller_port = 19092, 19093
+    broker.listener_ports = {"GATEWAY": 19094, "OTHER": 19095}
+    broker._write_config()
+    props = dict(
+        line.split("=", 1)
+        for line in broker.config_path.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,"
+        "GATEWAY://127.0.0.1:19094,OTHER://127.0.0.1:19095"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:19092,GATEWAY://127.0.0.1:19999,OTHER://127.0.0.1:19095"
+    )
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,GATEWAY:PLAINTEXT,OTHER:PLAINTEXT"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+
+
+@pytest.mark.parametrize("name", ["PLAINTEXT", "CONTROLLER", "gateway", "A-B", ""])
+def test_extra_listener_names_are_checked(tmp_path, name):
+    with pytest.raises(ValueError):
+        kb.KafkaBroker(tmp_path / "b", listeners={name: None})
+
+
+def test_restart_needs_a_broker_that_was_started(tmp_path):
+    broker = kb.KafkaBroker(tmp_path / "b")
+    with pytest.raises(kb.KafkaBrokerError, match="never started"):
+        broker.restart()
+    assert broker.kill() is None  # never started: nothing to kill
+
+
+def test_restart_keeps_ports_and_data_and_formats_nothing(tmp_path, monkeypatch):
+    broker = kb.KafkaBroker(tmp_path / "b")
+    broker.work_dir.mkdir()
+    broker.broker_port, broker.controller_port = 19092, 19093
+    broker._write_config()
+    (broker.data_dir / "t-0").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(broker, "_format_storage", lambda: calls.append("format"))
+    monkeypatch.setattr(broker, "_launch", lambda: calls.append("launch"))
+    monkeypatch.setattr(broker, "_wait_ready", lambda deadline: calls.append("ready"))
+    assert broker.restart() is broker
+    assert calls == ["launch", "ready"]
+    assert (broker.broker_port, broker.controller_port) == (19092, 19093)
+    assert (broker.data_dir / "t-0").is_dir()
+    assert broker.restart_seconds is not None
+
+
 def test_java_command_logs_to_a_file_through_log4j2(tmp_path):
     broker = kb.KafkaBroker(tmp_path, heap="384m")
     cmd = broker._java_cmd("kafka.Kafka", "server.properties", heap=broker.heap)
