@@ -14,9 +14,11 @@ it as one request (several runs per request: the gateway's cost is per message),
 ``max_inflight_requests`` requests in flight. An ack moves each journal of the batch to
 the seq it sent (``WalReader.ack``: the persisted watermark; acknowledged segments are
 deleted). A ``BatchRejected`` (the server can never take that batch) is acknowledged
-too, and counted. On any stream failure the uploader reconnects (exponential backoff with
-full jitter, capped at ``reconnect_max_s``) and every cursor goes back to its
-watermark, so everything un-acked is sent again (the server tolerates duplicates).
+too, and counted. On any stream failure, and after every failed connection attempt,
+the uploader reconnects (exponential backoff with full jitter, capped at
+``reconnect_max_s``: the uploader's own, not gRPC's, so that many clients that lost a
+gateway together reach the restarted one spread out) and every cursor goes back to
+its watermark, so everything un-acked is sent again (the server tolerates duplicates).
 
 Back-pressure: ``Control.retry_after`` pauses new requests for the given time; a stream
 ended with ``RESOURCE_EXHAUSTED`` (or a batch refused with that code) is retried after
@@ -32,7 +34,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.internal import encoder
@@ -50,10 +53,13 @@ _ANY_CALL_ERROR = (grpc.aio.AioRpcError, grpc.aio.UsageError, ConnectionError, O
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 * 1024 * 1024),
                     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                    # A server that comes back is found within ~2 s, not gRPC's 120 s.
+                    # gRPC's own reconnect backoff, for a channel whose failed attempt
+                    # _channel_ready did not see: 2 s at most, not gRPC's 120 s.
                     ("grpc.initial_reconnect_backoff_ms", 250),
                     ("grpc.min_reconnect_backoff_ms", 250),
                     ("grpc.max_reconnect_backoff_ms", 2000)]
+# A connection attempt that neither succeeds nor fails (packets dropped) is given up
+# after this long.
 CONNECT_TIMEOUT_S = 10.0
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
@@ -76,6 +82,31 @@ class RetryLater(ConnectionError):
     def __init__(self, message: str, delay_s: float | None) -> None:
         super().__init__(message)
         self.delay_s = delay_s
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Mark a finished task's exception as seen (asyncio logs one never retrieved)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _channel_ready(channel: grpc.aio.Channel) -> None:
+    """Return once ``channel`` is connected; raise ``ConnectionError`` as soon as its
+    connection attempt failed (state ``TRANSIENT_FAILURE``).
+
+    ``channel.channel_ready()`` would instead wait through gRPC's own reconnect backoff
+    (250 ms growing ×1.6 per attempt up to 2 s, with only ±20 % jitter): clients that
+    lost a gateway at the same moment would keep retrying nearly in step and reach the
+    restarted gateway together. Ending the attempt here leaves the next one to
+    ``Uploader.run``'s backoff with full jitter, which spreads them.
+    """
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                     grpc.ChannelConnectivity.SHUTDOWN):
+            raise ConnectionError(f"cannot connect: channel {state.name}")
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
 
 
 def retry_after_s(e: BaseException) -> float | None:
@@ -117,14 +148,22 @@ class Uploader:
     ``on_ack(path, seq)`` is called on the loop after a watermark moved,
     ``on_control(control)`` for every control message but ``retry_after``; neither may
     block.
+
+    ``channel_options`` are gRPC channel arguments added to the uploader's own for every
+    connection it makes. gRPC shares one TCP connection among the channels of a process
+    that have the same target and arguments; ``("grpc.use_local_subchannel_pool", 1)``
+    gives this uploader a connection of its own even when others in the process upload
+    to the same server.
     """
 
     def __init__(self, settings: Settings, *,
                  on_ack: Callable[[str, int], None] | None = None,
-                 on_control: Callable[[ingest_pb2.Control], None] | None = None) -> None:
+                 on_control: Callable[[ingest_pb2.Control], None] | None = None,
+                 channel_options: Sequence[tuple[str, Any]] = ()) -> None:
         self.settings = settings
         self.on_ack = on_ack
         self.on_control = on_control
+        self.channel_options = [*_CHANNEL_OPTIONS, *channel_options]
         self._sources: dict[str, Source] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -285,8 +324,8 @@ class Uploader:
     async def _connection(self) -> bool:
         """One stream's life. Returns (or raises) when it fails."""
         s = self.settings
-        async with aio_channel(s.url, options=_CHANNEL_OPTIONS) as channel:
-            await asyncio.wait_for(channel.channel_ready(), timeout=CONNECT_TIMEOUT_S)
+        async with aio_channel(s.url, options=self.channel_options) as channel:
+            await asyncio.wait_for(_channel_ready(channel), timeout=CONNECT_TIMEOUT_S)
             # Requests are sent as pre-encoded bytes (no serializer): see encode_request.
             call = channel.stream_stream(
                 "/runstream.v1.Ingest/Stream", request_serializer=None,
@@ -311,8 +350,9 @@ class Uploader:
                 raise
             finally:
                 reader.cancel()
-                if reader.done() and not reader.cancelled():
-                    reader.exception()      # retrieved: it is the same stream failure
+                # What the reader ends with is this same stream failure; it may end only
+                # later (with the status of the call cancelled here): retrieve it then.
+                reader.add_done_callback(_retrieve)
                 call.cancel()
             return state["got_ack"]
 
@@ -392,7 +432,12 @@ class Uploader:
                 await window.acquire()
             batch_id += 1
             inflight[batch_id] = touched
-            await call.write(encode_request(parts, batch_id))
+            try:
+                await call.write(encode_request(parts, batch_id))
+            except asyncio.InvalidStateError:
+                # The call ended (the server went away) after the check above, before
+                # the reader task saw it: a stream failure like any other.
+                raise ConnectionError("stream closed while writing") from None
             self.requests += 1
             for src, seq, _n in touched:
                 src.cursor = seq

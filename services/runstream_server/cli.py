@@ -36,6 +36,10 @@ from .config import (
     TlsConfig,
 )
 
+# A gateway whose process may open fewer files than this warns at start: it could serve
+# only about that many client streams (one socket each) at once.
+LOW_OPEN_FILES = 4096
+
 
 def _env(name: str, default):
     return os.environ.get(f"RUNSTREAM_{name}", default)
@@ -235,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             return asyncio.run(_replay(replace(cfg, roles=("projector",)), args.keep_tables))
+        from .common.fdlimit import raise_open_files_limit
+        nofile = raise_open_files_limit()      # a gateway holds a socket per client stream
+        if "gateway" in cfg.roles and 0 <= nofile < LOW_OPEN_FILES:   # -1: unlimited
+            print(f"runstream: warning: at most {nofile} open files (the hard limit); a "
+                  "gateway needs one per client stream: raise it (ulimit -Hn, LimitNOFILE)",
+                  flush=True)
         asyncio.run(_serve(cfg))
         return 0
     except ConfigError as e:

@@ -70,6 +70,25 @@ class Figures:
     limit_per_s: float = 0.0
     accepted_per_s: float = 0.0
     rss_growth_mb: float = 0.0
+    # Reconnect storm (tests/faults/test_reconnect_storm.py): client streams per process;
+    # seconds the gateway was gone; per 100 ms window from the first, the streams whose
+    # successful reconnect attempt was planned by their backoff for it, began in it (its
+    # connection request reached the gateway) and was connected in it (the gateway
+    # answered); the busiest window's share of the planned attempts and the bound
+    # asserted on it; resume percentiles; per stream the wait on its new connection for
+    # the first acknowledgement; the longest stall of a client process's event loop.
+    streams_per_process: int = 0
+    down_s: float = 0.0
+    planned_per_100ms: list[int] = field(default_factory=list)
+    arrivals_per_100ms: list[int] = field(default_factory=list)
+    connected_per_100ms: list[int] = field(default_factory=list)
+    arrival_peak_share: float = 0.0
+    arrival_peak_limit: float = 0.0
+    resume_p50_s: float = 0.0
+    resume_max_s: float = 0.0
+    first_ack_wait_p50_s: float = 0.0
+    first_ack_wait_p99_s: float = 0.0
+    client_loop_lag_max_s: float = 0.0
 
     @property
     def resume_p99_s(self) -> float:

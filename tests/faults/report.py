@@ -15,6 +15,8 @@ TITLES = {
     "embedded-server-kill-9": "`kill -9` of the embedded server (gateway, projector, reaper, api)",
     "kafka-gateway-kill-9": "`kill -9` of the gateway (Kafka deployment; the client reconnects)",
     "kafka-projector-kill-9": "`kill -9` of the projector (+ api) process mid-stream (Kafka)",
+    "reconnect-storm": "reconnect storm: every client stream reconnects to a gateway restarted "
+                       "after `kill -9` (Kafka; 2,000 streams)",
     "kafka-gateway-failover": "`kill -9` of the gateway the clients are on, with a second "
                               "one up (URL `ipv4:A,B`; the killed one returns later)",
     "kafka-broker-restart": "Kafka broker restarted mid-stream, same port and data (SIGKILL "

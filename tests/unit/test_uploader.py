@@ -7,6 +7,8 @@ control messages reach the training process."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import signal
 import socket
@@ -316,6 +318,80 @@ def test_a_dead_server_is_retried_with_backoff_and_stop_returns_at_once(tmp_path
     r.stop()
     assert time.monotonic() - t0 < 2 and up.pending() and read_acked(path) == 0
     w.close()
+
+
+def test_a_refused_connection_attempt_goes_back_to_the_uploaders_backoff(tmp_path):
+    """Each attempt to reach a dead server ends as soon as it failed and the next one
+    waits for the uploader's jittered backoff (not gRPC's own reconnect loop, which
+    would keep one attempt pending for up to CONNECT_TIMEOUT_S)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    path = str(tmp_path / "run-d")
+    w = journal(path, "d", [1])
+    up = Uploader(settings(dead, reconnect_max_s=0.2))
+    up.add(path)
+    r = Running(up)
+    time.sleep(2.0)
+    r.stop()
+    # Waits of U(0, 0.2 s) on average 0.1 s: about 20 attempts in 2 s; gRPC's loop
+    # would have made one.
+    assert up.reconnects >= 8, up.reconnects
+    assert "cannot connect" in up.last_error
+    w.close()
+
+
+def test_a_stream_ended_by_the_server_mid_write_is_not_an_error(fake, tmp_path, caplog):
+    """The server ending streams while requests are being written (a gateway going
+    away) is a reconnect, never an ERROR in the client's log, whichever of the writer
+    or the reader notices first; nothing is lost."""
+    def policy(stream, i, req):
+        return "drop" if stream < 20 and i == 2 else "ack"
+    srv = fake(policy)
+    path = str(tmp_path / "run-m")
+    n = 2000
+    w = journal(path, "m", range(1, n + 1))
+    # One event per request, no linger: the writer writes back to back.
+    up = Uploader(settings(srv.address, linger_s=0.0, max_request_events=1,
+                           reconnect_max_s=0.01))
+    up.add(path)
+    r = Running(up)
+    try:
+        assert up.wait_acked(path, n, 30)
+    finally:
+        r.stop()
+    assert len(srv.streams) == 21
+    gc.collect()     # asyncio logs a task's exception never retrieved when it is collected
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert not errors, [rec.getMessage() for rec in errors]
+    w.close()
+
+
+def test_uploaders_of_one_process_get_a_connection_each_with_a_local_subchannel_pool(
+        fake, tmp_path):
+    """gRPC carries every channel of a process to one target over one shared connection;
+    ``channel_options=[("grpc.use_local_subchannel_pool", 1)]`` gives each uploader its
+    own (what a process standing in for many clients needs)."""
+    for options, connections in (((), 1), ([("grpc.use_local_subchannel_pool", 1)], 3)):
+        srv = fake()
+        ups, writers, runs = [], [], []
+        for i in range(3):
+            path = str(tmp_path / f"run-{len(options)}-{i}")
+            writers.append(journal(path, f"s{i}", [1]))
+            up = Uploader(settings(srv.address), channel_options=options)
+            up.add(path)
+            ups.append((up, path))
+            runs.append(Running(up))
+        try:
+            for up, path in ups:
+                assert up.wait_acked(path, 1, 10)
+            peers = {ctx.peer() for ctx in srv.contexts}
+        finally:
+            for r in runs:
+                r.stop()
+        assert len(srv.contexts) == 3 and len(peers) == connections, peers
+        for wr in writers:
+            wr.close()
 
 
 # ------------------------------------------------------------ the helper process

@@ -50,7 +50,8 @@ def test_a_record_reads_the_same_through_the_view():
     assert view.events[1].crashed.after_seq == 3
     table = LivenessTable()
     table.observe(rec.SerializeToString(), partition=0)
-    assert table.runs[("e", "p", "r1")].state == "crashed" and table.runs[("e", "p", "r1")].last_seen_us == 77
+    lv = table.runs[("e", "p", "r1")]
+    assert lv.state == "crashed" and lv.last_seen_us == 77
 
 
 def test_the_views_hold_every_field_outside_the_bodies():
