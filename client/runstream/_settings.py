@@ -40,7 +40,11 @@ class Settings:
     max_request_events: int = 5_000
     max_request_bytes: int = 4 * 1024 * 1024
     max_inflight_requests: int = 16
-    reconnect_max_s: float = 5.0
+    # The reconnect backoff's cap (full jitter: each wait drawn in [0, bound]). It bounds
+    # the wait from a gateway's return to a client's next attempt, so clients resume
+    # within about this plus one round trip; a lower cap costs failed attempts against a
+    # gateway that is still away (about 2 per cap interval per client, each refused).
+    reconnect_max_s: float = 2.5
     # Who uploads the runs' journals (docs/client.md, "Durability"): "process", a helper
     # process that outlives a killed training process and reports its death (default),
     # or "thread", in this process (also the fallback when no helper can be started).

@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from runstream._settings import Settings
 from runstream.v1 import query_pb2
 
 from tests.e2e.conftest import ENTITY
@@ -62,25 +63,27 @@ PACE_S = 5.0 if FULL else 0.5
 LINGER_S = 0.25
 BEFORE_KILL_S = 3 * PACE_S       # each stream has logged (and had acknowledged) steps
 # The gateway stays down this long (a rescheduled pod takes seconds). Longer than the
-# 3.1 s after which every stream's backoff bound is at least 3.2 s (see MAX_PEAK_SHARE),
+# 3.1 s after which every stream's backoff bound is at its cap (see MAX_PEAK_SHARE),
 # with room for the failed attempts' own time.
 DOWN_S = 5.0
 AFTER_RESUME_S = 2 * PACE_S      # every stream logs steps on its new connection too
 WINDOW_S = 0.1
 # How spread the reconnects must be. A stream's backoff starts at 0.1 s after its last
-# acknowledgement and doubles per failed attempt up to 5 s, each wait drawn uniformly
-# in [0, bound] (full jitter): its waits before its bound reaches 3.2 s sum to at most
-# 0.1 + 0.2 + 0.4 + 0.8 + 1.6 = 3.1 s < DOWN_S. With bounds >= 3.2 s a stream attempts
-# at a long-run rate of at most 2 / 3.2 s (the mean wait is half the bound), so a given
-# 100 ms window gets it with probability about P_WINDOW = 6.25 % (4 % once at the 5 s
-# cap). The busiest window's share is that plus the binomial spread of STREAMS streams;
-# 4 standard deviations leave room for it being the busiest of some 50 windows. A
-# simulation of the backoff puts the busiest window at 4-6 % of 2,000 streams and 6-10 %
-# of 200, under the bound (8.4 % and 13.1 %). A herd puts far more in one window: no
-# jitter nearly all; an attempt left waiting in gRPC's own reconnect loop (a 2 s cap,
-# ±20 % jitter) was planned right after the kill, so all of them (what reached the
-# gateway from that loop: 11-14 % of 2,000 streams in one window).
-P_WINDOW = 2 * WINDOW_S / 3.2
+# acknowledgement and doubles per failed attempt up to the client's cap (Settings
+# reconnect_max_s), each wait drawn uniformly in [0, bound] (full jitter): its waits
+# before its bound reaches the cap sum to at most 0.1 + 0.2 + 0.4 + 0.8 + 1.6 = 3.1 s <
+# DOWN_S. At the cap a stream attempts at a long-run rate of 2 / cap (the mean wait is
+# half the bound), and its successful attempt, the first after the gateway's return,
+# falls in the first 100 ms window after it with probability about P_WINDOW = 2 * 0.1 /
+# cap (the density of the residual wait is highest at its start), 8 % at the 2.5 s cap.
+# The busiest window's share is that plus the binomial spread of STREAMS streams; 4
+# standard deviations leave room for it being the busiest of some 30 windows (10.4 % of
+# 2,000 streams, 15.8 % of 200). A herd puts far more in one window: no jitter nearly
+# all; an attempt left waiting in gRPC's own reconnect loop (a 2 s cap, ±20 % jitter)
+# was planned right after the kill, so all of them (what reached the gateway from that
+# loop: 11-14 % of 2,000 streams in one window).
+CAP_S = Settings().reconnect_max_s
+P_WINDOW = 2 * WINDOW_S / CAP_S
 MAX_PEAK_SHARE = P_WINDOW + 4 * math.sqrt(P_WINDOW * (1 - P_WINDOW) / STREAMS)
 READY_TIMEOUT_S = 180.0          # every stream's RunStart acknowledged
 RESUME_TIMEOUT_S = 180.0
