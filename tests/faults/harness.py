@@ -89,21 +89,33 @@ class Figures:
     first_ack_wait_p50_s: float = 0.0
     first_ack_wait_p99_s: float = 0.0
     client_loop_lag_max_s: float = 0.0
+    # ... and the resume of the streams in a process of their own each (``resume_s``:
+    # the streams sharing a process).
+    probe_resume_s: list[float] = field(default_factory=list)
 
     @property
     def resume_p99_s(self) -> float:
-        if not self.resume_s:
-            return 0.0
-        xs = sorted(self.resume_s)
-        return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+        return _p99(self.resume_s)
+
+    @property
+    def probe_resume_p99_s(self) -> float:
+        return _p99(self.probe_resume_s)
 
     def save(self) -> Path:
         OUT.mkdir(parents=True, exist_ok=True)
         path = OUT / f"{self.scenario}{'' if FULL else '-reduced'}.json"
-        d = asdict(self) | {"resume_p99_s": self.resume_p99_s, "full": FULL,
+        d = asdict(self) | {"resume_p99_s": self.resume_p99_s,
+                            "probe_resume_p99_s": self.probe_resume_p99_s, "full": FULL,
                             "date": time.strftime("%Y-%m-%d")}
         path.write_text(json.dumps(d, indent=1))
         return path
+
+
+def _p99(xs: list[float]) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
 
 
 class Workload:

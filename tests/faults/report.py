@@ -56,6 +56,11 @@ def table() -> str:
         if d.get("limit_per_s"):            # a run over its rate limit
             title += (f": {d['offer_s']:g} s at 10× {d['limit_per_s']:,.0f} events/s; accepted "
                       f"{d['accepted_per_s']:,.0f}/s; server RSS +{d['rss_growth_mb']:.0f} MB")
+        if d.get("probe_resume_s"):         # the storm's streams in a process of their own
+            title += (f"; resume p99 of the {len(d['probe_resume_s'])} streams in a process of "
+                      f"their own (as a training script's): **{d['probe_resume_p99_s']:.2f} s**"
+                      f" (the column: the {d['runs'] - len(d['probe_resume_s']):,} sharing "
+                      f"{d['streams_per_process']} per process)")
         lost = f"**{d['lost']}**"
         if d.get("dropped"):        # dropped by a documented policy: counted, not lost
             lost += f" ({d['dropped']:,} dropped, counted)"
