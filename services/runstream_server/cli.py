@@ -59,6 +59,9 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
                    help="store DSN: chdb:///dir or http(s)://host:port (default chDB under "
                         "the data dir)")
     p.add_argument("--database", default=_env("DATABASE", StoreConfig.database))
+    p.add_argument("--cluster", default=_env("CLUSTER", ""), metavar="NAME",
+                   help="the ClickHouse server is a cluster NAME: apply the cluster schema "
+                        "(ON CLUSTER, Replicated + Distributed tables)")
     if ports:
         p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
         p.add_argument("--grpc-port", type=int, default=int(_env("GRPC_PORT", 50051)))
@@ -114,7 +117,7 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
         http_port=getattr(args, "http_port", 0),
         event_log=EventLogConfig(kafka_bootstrap=args.kafka, topic=args.topic,
                                  partitions=args.partitions, fsync=args.fsync),
-        store=StoreConfig(dsn=args.clickhouse, database=args.database),
+        store=StoreConfig(dsn=args.clickhouse, database=args.database, cluster=args.cluster),
         reaper=ReaperConfig(heartbeat_timeout_s=timeout, tick_s=min(tick, timeout)),
         gateway=GatewayConfig(
             limit_events_per_s=getattr(args, "limit_events_per_s", 0.0),
@@ -177,7 +180,7 @@ async def _replay(cfg: ServerConfig, keep_tables: bool) -> int:
         client = connect(cfg.store_dsn, cfg.store.database)
         if not keep_tables:
             drop_projections(client, cfg.store.database)
-        apply_migrations(client, cfg.store.database)
+        apply_migrations(client, cfg.store.database, cluster=cfg.store.cluster or None)
         return client
 
     client = await asyncio.to_thread(prepare)
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"runstream: migrations applied to {cfg.store.database}", flush=True)
             return 0
         if args.command == "replay":
+            if cfg.store.cluster and not args.keep_tables:
+                raise ConfigError("replay does not drop a cluster's tables: drop them ON "
+                                  "CLUSTER, then run replay --keep-tables --cluster")
             return asyncio.run(_replay(replace(cfg, roles=("projector",)), args.keep_tables))
         from .common.fdlimit import raise_open_files_limit
         nofile = raise_open_files_limit()      # a gateway holds a socket per client stream

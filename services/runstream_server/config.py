@@ -60,12 +60,21 @@ class EventLogConfig:
 class StoreConfig:
     dsn: str = ""                      # empty → chdb:///<data_dir>/clickhouse
     database: str = "runstream"
+    # A ClickHouse cluster (remote_servers) name: the schema is the cluster variant
+    # (store/migrations/cluster/, ON CLUSTER); empty → the single-node schema.
+    cluster: str = ""
 
     def validate(self) -> None:
         if not _DB_RE.match(self.database):
             raise ConfigError(f"invalid database name {self.database!r}")
         if self.dsn and not self.dsn.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(f"store DSN must be chdb://, http:// or https://, got {self.dsn!r}")
+        if self.cluster:
+            if not _DB_RE.match(self.cluster):
+                raise ConfigError(f"invalid cluster name {self.cluster!r}")
+            if not self.dsn.startswith(("http://", "https://")):
+                raise ConfigError("--cluster needs a ClickHouse server (--clickhouse "
+                                  "http(s)://...): chDB runs no cluster")
 
 
 @dataclass(frozen=True)

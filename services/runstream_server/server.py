@@ -82,7 +82,7 @@ def open_store(cfg: ServerConfig):
     from .store.client import connect
     from .store.migrate import apply_migrations
     client = connect(cfg.store_dsn, cfg.store.database)
-    apply_migrations(client, cfg.store.database)
+    apply_migrations(client, cfg.store.database, cluster=cfg.store.cluster or None)
     return client
 
 
