@@ -81,7 +81,7 @@ class Proc:
         self.proc = subprocess.Popen(
             [str(RUNSTREAM), *self.args], cwd=REPO, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={"RUNSTREAM_METRICS_PORT": "0", **os.environ, "PYTHONUNBUFFERED": "1"})
         threading.Thread(target=self._pump, daemon=True, name=f"pump-{self.name}").start()
         if not self._ready.wait(START_TIMEOUT_S) or self.proc.poll() is not None:
             raise RuntimeError(f"runstream {self.name} did not start:\n{self.tail()}")

@@ -74,7 +74,7 @@ class _Server:
         t = time.perf_counter()
         self.proc = subprocess.Popen(
             [str(RUNSTREAM), "server", "--data-dir", str(data_dir), "--grpc-port", "0",
-             "--http-port", "0"],
+             "--http-port", "0", "--metrics-port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         threading.Thread(target=self._pump, daemon=True).start()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .common.errors import ConfigError
 from .config import (
+    METRICS_PORT,
     ROLES,
     AuthConfig,
     EventLogConfig,
@@ -66,6 +67,12 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
         p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
         p.add_argument("--grpc-port", type=int, default=int(_env("GRPC_PORT", 50051)))
         p.add_argument("--http-port", type=int, default=int(_env("HTTP_PORT", 8080)))
+        p.add_argument("--metrics-port", type=int,
+                       default=int(_env("METRICS_PORT", METRICS_PORT)),
+                       help=f"Prometheus /metrics port (default {METRICS_PORT}; 0 picks a "
+                            "free port, -1 turns it off)")
+        p.add_argument("--metrics-host", default=_env("METRICS_HOST", ""),
+                       help="listen address of /metrics (default: --host)")
         p.add_argument("--heartbeat-timeout", type=float,
                        default=float(_env("HEARTBEAT_TIMEOUT",
                                           ReaperConfig.heartbeat_timeout_s)),
@@ -115,6 +122,8 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
         host=getattr(args, "host", "127.0.0.1"),
         grpc_port=getattr(args, "grpc_port", 0),
         http_port=getattr(args, "http_port", 0),
+        metrics_port=getattr(args, "metrics_port", -1),
+        metrics_host=getattr(args, "metrics_host", ""),
         event_log=EventLogConfig(kafka_bootstrap=args.kafka, topic=args.topic,
                                  partitions=args.partitions, fsync=args.fsync),
         store=StoreConfig(dsn=args.clickhouse, database=args.database, cluster=args.cluster),
@@ -154,6 +163,8 @@ async def _serve(cfg: ServerConfig) -> None:
         print(f"runstream: gRPC listening on {addrs.grpc}", flush=True)
     if addrs.http:
         print(f"runstream: HTTP listening on {addrs.http}", flush=True)
+    if addrs.metrics:
+        print(f"runstream: metrics listening on {addrs.metrics}", flush=True)
     if server.admin_key_file is not None:
         print(f"runstream: created admin user {cfg.auth.bootstrap_user}; its API key is in "
               f"{server.admin_key_file} (export RUNSTREAM_API_KEY=$(cat "

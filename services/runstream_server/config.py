@@ -218,6 +218,8 @@ class AuthConfig:
 
 
 _USER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]_-]{1,255}\Z")
+METRICS_PORT = 9464          # the runstream commands' default --metrics-port
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     grpc_port: int = 50051
     http_port: int = 8080
+    # Prometheus /metrics (metrics/): -1 = not served (the default of a Server built in
+    # code; the runstream commands default to METRICS_PORT), 0 = a free port. Plain
+    # HTTP on metrics_host (empty: host) whatever the TLS settings: no run data in it.
+    metrics_port: int = -1
+    metrics_host: str = ""
     event_log: EventLogConfig = field(default_factory=EventLogConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
@@ -239,6 +246,10 @@ class ServerConfig:
     @property
     def store_dsn(self) -> str:
         return self.store.dsn or f"chdb:///{self.data_dir.resolve() / 'clickhouse'}"
+
+    @property
+    def metrics_listen_host(self) -> str:
+        return self.metrics_host or self.host
 
     @property
     def needs_store(self) -> bool:
@@ -257,6 +268,7 @@ class ServerConfig:
         for port in (self.grpc_port, self.http_port):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"invalid port {port}")
+        self._validate_metrics()
         self.event_log.validate()
         self.store.validate()
         self.gateway.validate()
@@ -265,3 +277,17 @@ class ServerConfig:
             self.auth.validate()
         self.projector.validate()
         self.reaper.validate()
+
+    def _validate_metrics(self) -> None:
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"invalid metrics port {self.metrics_port} (-1: off, 0: a "
+                              "free port)")
+        if self.metrics_host and not _HOST_RE.match(self.metrics_host):
+            raise ConfigError(f"invalid metrics host {self.metrics_host!r}")
+        if self.metrics_port <= 0 or self.metrics_listen_host != self.host:
+            return
+        taken = {"gRPC": self.grpc_port if self.needs_grpc else 0,
+                 "HTTP": self.http_port if "api" in self.roles else 0}
+        for name, port in taken.items():
+            if port == self.metrics_port:
+                raise ConfigError(f"the metrics port {port} is also the {name} port")

@@ -4,8 +4,9 @@
 ``ServerConfig``: it opens the event log (local or Kafka), the control log when a
 gateway or the api runs (stop requests, ``gateway/control.py``), the store when a role
 needs it, the gRPC server (ingest, query, runs, health) and the HTTP API, and starts the
-projector, reaper and control-tail tasks. ``stop`` shuts down in reverse order, flushing the
-projector and committing its offsets.
+projector, reaper and control-tail tasks; first of all the Prometheus ``/metrics``
+endpoint when ``metrics_port`` is not -1 (``metrics/``). ``stop`` shuts down in reverse
+order, flushing the projector and committing its offsets.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def open_store(cfg: ServerConfig):
 class Addresses:
     grpc: str = ""
     http: str = ""
+    metrics: str = ""             # the /metrics URL; empty when not served
     roles: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -118,8 +120,39 @@ class Server:
         self._beacon_task: asyncio.Task | None = None
         self._mutations = None
         self.admin_key_file = None                  # written by the first embedded start
+        self.metrics = None                         # metrics.endpoint.ServerMetrics
+        self.api_stats = None                       # metrics.state.ApiStats (api role)
+
+    async def _start_metrics(self) -> None:
+        """Serve /metrics first: a port that is taken fails the start before anything
+        else runs, and a slow start (a Kafka broker away) can be watched."""
+        from .metrics.endpoint import ServerMetrics
+        from .metrics.state import ApiStats
+        self.metrics = ServerMetrics(self, self.cfg.roles)
+        if "api" in self.cfg.roles:
+            self.api_stats = ApiStats()
+        self.addresses.metrics = await self.metrics.start(self.cfg.metrics_listen_host,
+                                                          self.cfg.metrics_port)
+
+    def _api_store(self, interface: str):
+        """The store as the api's ``interface`` (http, grpc) reads it: timed when the
+        metrics are served."""
+        if self.api_stats is None:
+            return self.store
+        from .metrics.state import TimedStore
+        return TimedStore(self.store, self.api_stats.query_seconds[interface])
 
     async def start(self) -> Addresses:
+        if self.cfg.metrics_port >= 0:
+            await self._start_metrics()
+        try:
+            return await self._start_roles()
+        except BaseException:
+            if self.metrics is not None:     # release the port of a failed start
+                await self.metrics.stop()
+            raise
+
+    async def _start_roles(self) -> Addresses:
         cfg = self.cfg
         if cfg.event_log.kind == "local":
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +256,8 @@ class Server:
             from .api.queries import Queries
             table = self.identity.table
             query_pb2_grpc.add_QueryServicer_to_server(
-                QueryService(self.store, Queries(self.store.client, self.store.database),
-                             table), server)
+                QueryService(self._api_store("grpc"),
+                             Queries(self.store.client, self.store.database), table), server)
             services.append("runstream.v1.Query")
             from .api.grpc_runs import RunsService
             runs_pb2_grpc.add_RunsServicer_to_server(RunsService(self.mutations(), table),
@@ -267,10 +300,13 @@ class Server:
     async def _start_http(self) -> None:
         from .api.http import HttpApi
         from .api.queries import Queries
-        api = HttpApi(self.store, Queries(self.store.client, self.store.database),
+        api = HttpApi(self._api_store("http"), Queries(self.store.client, self.store.database),
                       self.mutations(), self.identity.table,
                       secure_cookie=self.cfg.tls.enabled)
-        runner = web.AppRunner(api.app(), access_log=None)
+        app = api.app()
+        if self.api_stats is not None:
+            app.middlewares.insert(0, self.api_stats.middleware())   # outermost: every answer
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         tls = self.cfg.tls
         site = web.TCPSite(runner, self.cfg.host, self.cfg.http_port,
@@ -314,3 +350,5 @@ class Server:
             await self.identity_log.close()
         if self.store is not None:
             self.store.close()
+        if self.metrics is not None:
+            await self.metrics.stop()

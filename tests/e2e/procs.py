@@ -32,15 +32,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``runstream <command> ...`` as a child process; parses the addresses it prints."""
+    """``runstream <command> ...`` as a child process; parses the addresses it prints.
+    Its /metrics is on a free port (``metrics``: the URL) unless ``env`` says otherwise:
+    several processes of a test share the machine."""
 
     def __init__(self, args: list[str], *, log_path: Path, env: dict | None = None) -> None:
         self.args = args
         self.log_path = log_path
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "RUNSTREAM_METRICS_PORT": "0",
+                    **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.grpc = ""
         self.http = ""
+        self.metrics = ""
         self._lines: list[str] = []
 
     def start(self, timeout: float = 120) -> ServerProcess:
@@ -61,6 +65,9 @@ class ServerProcess:
                     m = re.search(r"HTTP listening on (\S+)", line)
                     if m:
                         self.http = m.group(1)
+                    m = re.search(r"metrics listening on (\S+)", line)
+                    if m:
+                        self.metrics = m.group(1)
                     if "runstream: ready" in line:
                         ready.set()
             ready.set()

@@ -22,6 +22,7 @@ from ..auth.identity import IdentityTable, Principal
 from ..common.clock import now_us
 from ..common.errors import PermanentError, QuotaError, RetryableError
 from ..eventlog import EventLog
+from ..metrics.state import APPEND_BUCKETS, Histogram
 from .quota import ProjectQuotas
 from .records import build_records, trailer
 from .validation import InvalidEvent, validate_request
@@ -70,8 +71,14 @@ class IngestService:
         self._name = gateway_name.encode()
         self._quotas = quotas if quotas is not None and quotas.enabled else None
         self._streams_by_run: dict[str, set[_Stream]] = defaultdict(set)
-        self.stats = {"requests": 0, "events": 0, "rejected": 0, "unavailable": 0,
-                      "throttled": 0, "unauthenticated": 0, "denied": 0}
+        # Per request, never per event (the metrics collector reads these at scrape time):
+        # requests/events/bytes accepted; refusals: rejected and malformed
+        # (INVALID_ARGUMENT), unavailable, throttled (RESOURCE_EXHAUSTED),
+        # unauthenticated, denied (PERMISSION_DENIED).
+        self.stats = {"requests": 0, "events": 0, "bytes": 0, "rejected": 0, "malformed": 0,
+                      "unavailable": 0, "throttled": 0, "unauthenticated": 0, "denied": 0}
+        self.open_streams = 0
+        self.append_seconds = Histogram(APPEND_BUCKETS)   # appends that succeeded
         self._last_request = -1e9
 
     def busy(self) -> bool:
@@ -100,12 +107,14 @@ class IngestService:
 
     async def stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         s = _Stream(context, key_from_metadata(context.invocation_metadata()))
-        if self._identity is not None:
-            await self._authenticate(s)     # before reading anything; again per request
+        self.open_streams += 1
         try:
+            if self._identity is not None:
+                await self._authenticate(s)     # before reading anything; again per request
             async for raw in request_iterator:
                 await self._handle(raw, s)
         finally:
+            self.open_streams -= 1
             for run_id in s.runs:
                 streams = self._streams_by_run.get(run_id)
                 if streams is not None:
@@ -164,6 +173,7 @@ class IngestService:
         try:
             request = ingest_pb2.IngestRequest.FromString(raw)
         except DecodeError:
+            self.stats["malformed"] += 1
             await s.context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                   "request is not a runstream.v1.IngestRequest")
         batch_id = request.batch_id
@@ -198,6 +208,7 @@ class IngestService:
                 s.runs.add(sl.run_id)
                 self._streams_by_run[sl.run_id].add(s)
         records = build_records(raw, request, slices, trailer(received, self._name))
+        appending = time.monotonic()
         try:
             await self._log.append(records)
         except RetryableError as e:
@@ -209,8 +220,10 @@ class IngestService:
                 batch_id=batch_id, code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
                 message=str(e))))
             return
+        self.append_seconds.observe(time.monotonic() - appending)
         self.stats["requests"] += 1
         self.stats["events"] += len(request.events)
+        self.stats["bytes"] += len(raw)
         ack = ingest_pb2.Ack(batch_id=batch_id)
         for sl in slices:
             ack.runs.add(run_id=sl.run_id, seq=sl.max_seq)

@@ -85,6 +85,11 @@ class Projector:
         self.records_applied = 0
         self.batches_written = 0
         self.last_stats = None
+        # For the metrics (read at scrape time; updated per batch): rows inserted per
+        # table, failed inserts by kind, and per owned partition the offset last committed.
+        self.rows_written: dict[str, int] = dict.fromkeys(RowBatch().rows(), 0)
+        self.insert_errors = {"retryable": 0, "permanent": 0}
+        self.committed: dict[int, int] = {}
         self._consumer: LogConsumer | None = None
         # Held while folding, sealing, settling and rewinding: a rebalance callback may
         # run at any await point (aiokafka calls it from its coordinator task) and must
@@ -126,6 +131,28 @@ class Projector:
             await self._abandon()
             await consumer.close()
         return self.records_applied
+
+    def partitions(self) -> set[int]:
+        """The partitions this projector owns now."""
+        return self._consumer.assignment() if self._consumer is not None else set()
+
+    def consumed_offsets(self) -> dict[int, int]:
+        """Per owned partition, the offset committed last by this projector, or before
+        its first commit there the consumer's position (where it started): the end
+        offset minus this is the partition's lag."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out = {}
+        for p in consumer.assignment():
+            offset = self.committed.get(p)
+            if offset is None:
+                try:
+                    offset = consumer.position(p)
+                except (RetryableError, ValueError):
+                    continue          # not known yet, or revoked meanwhile
+            out[p] = offset
+        return out
 
     def _new_batch(self) -> None:
         self._batch = RowBatch()
@@ -230,6 +257,8 @@ class Projector:
                         if st.applied_partition in partitions]:
                 del self._states[key]
             self._checked.clear()
+            for p in partitions:
+                self.committed.pop(p, None)
 
     async def _load_states(self, run_ids: set[str]) -> None:
         missing = [rid for rid in run_ids if rid not in self._checked]
@@ -274,7 +303,14 @@ class Projector:
         try:
             await self._store.call(self._writer.write, batch, None)
         except PermanentError:
+            self.insert_errors["permanent"] += 1
             log.exception("projector: batch refused by the store; skipped (%s)", ranges)
+        except RetryableError:
+            self.insert_errors["retryable"] += 1
+            raise
+        else:
+            for table, n in batch.rows().items():
+                self.rows_written[table] = self.rows_written.get(table, 0) + n
         self.batches_written += 1
         self.last_stats = batch.stats
 
@@ -300,6 +336,7 @@ class Projector:
         offsets = {p: o for p, o in nxt.items() if p in owned}
         if offsets:
             await self._consumer.commit(offsets)
+            self.committed.update(offsets)
 
     async def _settle_or_rewind(self, consumer: LogConsumer) -> bool:
         """``_settle``; on a ``RetryableError`` rewind and return False (caller backs off)."""
@@ -352,3 +389,5 @@ class Projector:
         for p in consumer.assignment():
             committed = await consumer.committed(p)
             await consumer.seek(p, committed or 0)
+            if committed is not None:
+                self.committed[p] = committed

@@ -47,7 +47,15 @@ class Reaper:
         self._detector = detector
         self.table = LivenessTable()
         self.crashes_emitted = 0
+        # Judgements not made (metrics): a partition behind at a tick (backlog), a tick
+        # lost to an event-log error.
+        self.skipped = {"backlog": 0, "log_unavailable": 0}
+        self._consumer = None
         self._stopping = asyncio.Event()
+
+    def partitions(self) -> set[int]:
+        """The partitions this reaper judges now."""
+        return self._consumer.assignment() if self._consumer is not None else set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -56,6 +64,7 @@ class Reaper:
         consumer = self._log.consumer(self._cfg.group, from_beginning_if_new=True,
                                       on_revoke=self._on_revoke)
         await consumer.start()
+        self._consumer = consumer
         timeout_us = int(self._cfg.heartbeat_timeout_s * 1e6)
         next_tick = time.monotonic()
         try:
@@ -74,13 +83,16 @@ class Reaper:
                     next_tick = time.monotonic() + self._cfg.tick_s
                     caught = await consumer.caught_up()
                     clocks = {p: int(as_of * 1e6) for p, (ok, as_of) in caught.items() if ok}
+                    self.skipped["backlog"] += len(caught) - len(clocks)
                     due = self.table.due(clocks, timeout_us)
                     if due:
                         await self._emit(due, timeout_us)
                 except RetryableError:
+                    self.skipped["log_unavailable"] += 1
                     log.warning("reaper: event log unavailable; retrying", exc_info=True)
                     await asyncio.sleep(self._cfg.tick_s)
         finally:
+            self._consumer = None
             await consumer.close()
 
     async def _on_revoke(self, partitions: set[int]) -> None:
