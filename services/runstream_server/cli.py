@@ -101,6 +101,12 @@ def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
                                           GatewayConfig.beacon_interval_s)),
                        help="seconds between a gateway's beacons (the reaper does not "
                             "count time without them as silence)")
+        p.add_argument("--max-connection-age", type=float,
+                       default=float(_env("MAX_CONNECTION_AGE_S",
+                                          GatewayConfig.max_connection_age_s)),
+                       help="seconds after which a client connection is closed (GOAWAY) "
+                            "so that clients reconnect and spread over new replicas "
+                            "(0: never)")
         p.add_argument("--tls-cert", default=_env("TLS_CERT", ""), metavar="PEM",
                        help="serve gRPC and HTTP over TLS with this certificate (chain)")
         p.add_argument("--tls-key", default=_env("TLS_KEY", ""), metavar="PEM",
@@ -137,7 +143,9 @@ def _config(args: argparse.Namespace, roles: tuple[str, ...]) -> ServerConfig:
             key_limit_runs_per_s=getattr(args, "key_limit_runs_per_s", 0.0),
             limit_burst_s=getattr(args, "limit_burst", GatewayConfig.limit_burst_s),
             beacon_interval_s=getattr(args, "beacon_interval",
-                                      GatewayConfig.beacon_interval_s)),
+                                      GatewayConfig.beacon_interval_s),
+            max_connection_age_s=getattr(args, "max_connection_age",
+                                         GatewayConfig.max_connection_age_s)),
         instance=getattr(args, "instance", ""),
         auth=AuthConfig(bootstrap_key=os.environ.get("RUNSTREAM_BOOTSTRAP_KEY", ""),
                         bootstrap_user=_env("BOOTSTRAP_USER", "admin")),

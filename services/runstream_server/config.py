@@ -69,12 +69,14 @@ class StoreConfig:
             raise ConfigError(f"invalid database name {self.database!r}")
         if self.dsn and not self.dsn.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(f"store DSN must be chdb://, http:// or https://, got {self.dsn!r}")
-        if self.cluster:
-            if not _DB_RE.match(self.cluster):
-                raise ConfigError(f"invalid cluster name {self.cluster!r}")
-            if not self.dsn.startswith(("http://", "https://")):
-                raise ConfigError("--cluster needs a ClickHouse server (--clickhouse "
-                                  "http(s)://...): chDB runs no cluster")
+        if self.cluster and not _DB_RE.match(self.cluster):
+            raise ConfigError(f"invalid cluster name {self.cluster!r}")
+
+    def validate_use(self) -> None:
+        """Checks that apply to a process that opens the store."""
+        if self.cluster and not self.dsn.startswith(("http://", "https://")):
+            raise ConfigError("--cluster needs a ClickHouse server (--clickhouse "
+                              "http(s)://...): chDB runs no cluster")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class GatewayConfig:
                 raise ConfigError(f"{name} must be >= 0 (0: unlimited)")
         if not 0.01 <= self.limit_burst_s <= 3600:
             raise ConfigError("limit_burst_s must be 0.01..3600")
+        if not 0 <= self.max_connection_age_s <= 30 * 86400:
+            raise ConfigError("max_connection_age_s must be 0 (never) .. 30 days")
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,8 @@ class ServerConfig:
         self._validate_metrics()
         self.event_log.validate()
         self.store.validate()
+        if self.needs_store:         # gateways and reapers never open it (one shared env)
+            self.store.validate_use()
         self.gateway.validate()
         if self.needs_grpc:                 # the roles that listen (gRPC, and HTTP for the api)
             self.tls.validate(self.host)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from runstream_server.common.errors import ConfigError
-from runstream_server.config import StoreConfig
+from runstream_server.config import ServerConfig, StoreConfig
 from runstream_server.store.client import connect
 from runstream_server.store.migrate import (
     CLUSTER_MIGRATIONS_DIR,
@@ -491,10 +491,25 @@ def test_store_config_cluster():
     StoreConfig().validate()                                   # no cluster: chDB is fine
     with pytest.raises(ConfigError, match="invalid cluster name"):
         StoreConfig(dsn="http://ch:8123", cluster="bad name").validate()
+    StoreConfig(cluster="prod").validate()     # a gateway or reaper: it opens no store
     with pytest.raises(ConfigError, match="chDB runs no cluster"):
-        StoreConfig(cluster="prod").validate()                  # chDB under the data dir
+        StoreConfig(cluster="prod").validate_use()              # chDB under the data dir
     with pytest.raises(ConfigError, match="chDB runs no cluster"):
-        StoreConfig(dsn="chdb:///tmp/x", cluster="prod").validate()
+        StoreConfig(dsn="chdb:///tmp/x", cluster="prod").validate_use()
+    StoreConfig(dsn="http://ch:8123", cluster="prod").validate_use()
+
+
+@pytest.mark.parametrize("roles, refused", [(("gateway",), False), (("reaper",), False),
+                                            (("projector",), True), (("api",), True)])
+def test_only_roles_that_open_the_store_need_its_server(roles, refused):
+    """One environment serves every role (deploy/k8s): a cluster name without a
+    ClickHouse server stops the projector and the api, never a gateway or a reaper."""
+    cfg = ServerConfig(roles=roles, store=StoreConfig(cluster="prod"))
+    if refused:
+        with pytest.raises(ConfigError, match="chDB runs no cluster"):
+            cfg.validate()
+    else:
+        cfg.validate()
 
 
 def test_apply_migrations_with_a_cluster_sends_the_cluster_files():
