@@ -78,11 +78,24 @@ ADMIN_KEY_FILE = "admin-key"     # under the data dir: the embedded server's fir
 GRPC_ACCEPTORS = 4
 
 
+# Settings of every query of a process on a ClickHouse cluster. insert_distributed_sync:
+# an insert into a Distributed table returns once every shard's replica holds its rows,
+# so the projector commits offsets only after the store has them (invariant 7), never
+# after a local queue took them. load_balancing in_order: every query of a shard goes to
+# its first healthy replica, the one the inserts went to, so the run states a projector
+# reads back after a rebalance include what was just written (a replica behind on
+# replication would hand back older states).
+CLUSTER_SETTINGS = {"insert_distributed_sync": "1", "load_balancing": "in_order"}
+
+
 def open_store(cfg: ServerConfig):
     """Connect to the store and apply pending migrations (blocking)."""
     from .store.client import connect
     from .store.migrate import apply_migrations
     client = connect(cfg.store_dsn, cfg.store.database)
+    if cfg.store.cluster:
+        for name, value in CLUSTER_SETTINGS.items():
+            client.set_client_setting(name, value)
     apply_migrations(client, cfg.store.database, cluster=cfg.store.cluster or None)
     return client
 

@@ -571,9 +571,22 @@ def test_services_apply_the_cluster_variant_at_start(monkeypatch):
     from runstream_server.store import client as store_client
     from runstream_server.store import migrate
     calls = []
-    monkeypatch.setattr(store_client, "connect", lambda dsn, db: "client")
+
+    class Client:
+        def __init__(self) -> None:
+            self.settings: dict[str, str] = {}
+
+        def set_client_setting(self, name: str, value: str) -> None:
+            self.settings[name] = value
+    clients = []
+    monkeypatch.setattr(store_client, "connect",
+                        lambda dsn, db: clients.append(Client()) or clients[-1])
     monkeypatch.setattr(migrate, "apply_migrations",
                         lambda c, db, cluster=None: calls.append((c, db, cluster)))
     server.open_store(ServerConfig(store=StoreConfig(dsn="http://ch:8123", cluster="prod")))
     server.open_store(ServerConfig(store=StoreConfig(dsn="http://ch:8123")))
-    assert calls == [("client", "runstream", "prod"), ("client", "runstream", None)]
+    assert calls == [(clients[0], "runstream", "prod"), (clients[1], "runstream", None)]
+    # On a cluster, inserts wait for the shards (offsets are committed after the store
+    # has the rows) and reads go to the replica the inserts went to.
+    assert clients[0].settings == {"insert_distributed_sync": "1", "load_balancing": "in_order"}
+    assert clients[1].settings == {}
