@@ -33,6 +33,11 @@ EVIL_NAME = EVIL.replace("\\", "")
 
 
 @pytest.fixture
+def store_dsn(any_store_dsn):
+    return any_store_dsn
+
+
+@pytest.fixture
 def client(store_dsn):
     c = connect(store_dsn, DB)
     try:
