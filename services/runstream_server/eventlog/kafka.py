@@ -531,6 +531,9 @@ class KafkaLogConsumer(LogConsumer):
 
     async def _revoked(self, tps: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in tps if tp.topic == self._topic}
+        if partitions:
+            log.info("kafka: group %s revoked partitions %s of %s", self._group,
+                     sorted(partitions), self._topic)
         for p in partitions:
             self._positions.pop(p, None)
         if self._on_revoke is not None and partitions:
@@ -539,6 +542,8 @@ class KafkaLogConsumer(LogConsumer):
 
     async def _assigned(self, tps: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in tps if tp.topic == self._topic}
+        log.info("kafka: group %s assigned partitions %s of %s", self._group,
+                 sorted(partitions), self._topic)
         self._revoked_pending.clear()     # aiokafka's assignment is the new one now
         consumer = self._consumer
         if consumer is None:
