@@ -26,6 +26,7 @@ from runstream.v1 import identity_pb2_grpc, query_pb2_grpc, runs_pb2_grpc
 from .acceptors import AcceptorGroup
 from .config import ROLES, ServerConfig
 from .eventlog import EventLog
+from .gateway.service import SERVICE as INGEST
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ class Server:
         self.reaper = None
         self._grpc: AcceptorGroup | None = None
         self._health: HealthServicer | None = None
+        self._ingest_health = health_pb2.HealthCheckResponse.SERVING
+        self._stopping = False
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._control_task: asyncio.Task | None = None
@@ -253,7 +256,7 @@ class Server:
             self.ingest = IngestService(self.event_log, self.instance, quotas,
                                         self.identity.table)
             server.add_generic_rpc_handlers((self.ingest.handler(),))
-            services.append("runstream.v1.Ingest")
+            services.append(INGEST)
             from .gateway.control import ControlTail
             self.control_tail = ControlTail(self.control_log, self.ingest, self.instance)
             await self.control_tail.start()
@@ -261,7 +264,8 @@ class Server:
                                                      name="control-tail")
             self._control_task.add_done_callback(self._task_done)
             from .gateway.beacon import Beacon
-            self.beacon = Beacon(self.event_log, self.instance, g.beacon_interval_s)
+            self.beacon = Beacon(self.event_log, self.instance, g.beacon_interval_s,
+                                 on_reachable=self._log_reachable)
             self._beacon_task = asyncio.create_task(self.beacon.run(), name="beacon")
             self._beacon_task.add_done_callback(self._task_done)
         if "api" in cfg.roles:
@@ -296,9 +300,18 @@ class Server:
         await server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         for name in ["", *services]:
-            await self._health.set(name, serving)
+            await self._health.set(name, self._ingest_health if name == INGEST else serving)
         self._grpc = server
         self.addresses.grpc = f"{cfg.host}:{port}"
+
+    async def _log_reachable(self, reachable: bool) -> None:
+        """The beacons' view of the event log: the Ingest service is NOT_SERVING while a
+        gateway cannot append (readiness; the overall health "" stays SERVING, so a
+        liveness probe does not restart a gateway for an outage of Kafka)."""
+        status = health_pb2.HealthCheckResponse
+        self._ingest_health = status.SERVING if reachable else status.NOT_SERVING
+        if self._health is not None and not self._stopping:
+            await self._health.set(INGEST, self._ingest_health)
 
     def mutations(self):
         """The api's writer of run changes (RunPatch, Delete, StopRequested)."""
@@ -332,6 +345,7 @@ class Server:
 
     async def stop(self) -> None:
         """Graceful stop: refuse new streams, finish in-flight ones, flush and commit."""
+        self._stopping = True
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._grpc is not None:
