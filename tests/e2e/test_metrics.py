@@ -151,6 +151,7 @@ def test_each_role_process_serves_its_own_metrics(kafka_bootstrap, tmp_path):
         assert value(gw, "runstream_gateway_append_duration_seconds_count") == 5
         assert value(gw, "runstream_gateway_requests_refused_total",
                      code="UNAUTHENTICATED") == 0
+        assert value(gw, "runstream_gateway_eventlog_pending_bytes") == 0   # all acked
 
         pr = wait_scrape(urls["projector"], lambda s: value(
             s, "runstream_projector_rows_written_total", 0, table="history_numeric")

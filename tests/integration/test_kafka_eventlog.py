@@ -360,3 +360,49 @@ def test_broker_away_gives_retryable_errors_and_a_clean_close(kafka_bootstrap, t
         run(main(), 60)
     finally:
         broker.stop()
+
+
+@pytest.mark.kafka
+def test_appends_are_refused_at_once_beyond_the_producer_backlog_bound(dedicated_kafka):
+    """With the broker cut off, appends time out and their records stay queued in the
+    producer; once the queue holds ``max_pending_bytes``, further appends are refused at
+    once (RetryableError) instead of queueing more. After the heal the queue drains and
+    appends are accepted again."""
+    from tests.e2e.procs import free_port
+    from tests.fixtures.tcpproxy import TcpProxy
+
+    proxy_port = free_port()
+    broker = dedicated_kafka(listeners={"GATEWAY": proxy_port})
+    proxy = TcpProxy(broker.listener_ports["GATEWAY"], port=proxy_port).start()
+    records = [(b"run-%d" % i, b"x" * 1000) for i in range(40)]       # ~41 KB
+
+    async def main():
+        log = KafkaEventLog(proxy.address, f"backlog-{uuid.uuid4().hex[:8]}", partitions=2,
+                            append_timeout_s=1.0, max_pending_bytes=60_000,
+                            request_timeout_ms=5_000)
+        await log.start()
+        try:
+            await log.append(records)
+            assert log.pending_bytes == 0
+            proxy.cut("blackhole")
+            with pytest.raises(RetryableError):
+                await log.append(records)                  # queued, timed out
+            assert log.pending_bytes > 30_000              # all 40 records, as estimated
+            t = time.monotonic()
+            with pytest.raises(RetryableError, match="backlog full"):
+                await log.append(records)                  # over the bound: at once
+            assert time.monotonic() - t < 0.5
+            proxy.heal()
+            deadline = time.monotonic() + 30
+            while log.pending_bytes and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert log.pending_bytes == 0, "the queued records were never resolved"
+            assert len(await log.append(records)) == len(records)
+        finally:
+            proxy.heal()
+            await log.close()
+
+    try:
+        run(main(), 90)
+    finally:
+        proxy.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,15 @@ from ..common.errors import ConfigError, PermanentError, RetryableError
 from .base import EventLog, LogConsumer, PartitionsCallback, Record
 
 log = logging.getLogger(__name__)
+
+#: Bytes of records an event log may have handed to the producer and not yet seen
+#: resolved. aiokafka's producer has no bound of its own (Java's blocks at
+#: ``buffer.memory``, 32 MiB by default): during a long outage the records of appends
+#: that timed out stay queued in it while clients re-send them after every reconnect,
+#: so without this the queue grows with the outage. Beyond it an append is refused at
+#: once (RetryableError: the client keeps its events and retries). 64 MiB is twice
+#: Java's default and a small part of a gateway's memory limit (deploy/k8s: 512 MiB).
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 #: Configuration of topics created by ``KafkaEventLog.start()``.
 TOPIC_CONFIGS: dict[str, str] = {
@@ -140,6 +150,7 @@ class KafkaEventLog(EventLog):
         max_request_size: int = 1_048_576,
         request_timeout_ms: int = 30_000,
         append_timeout_s: float = 30.0,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
         isolation_level: str = "read_committed",
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -154,6 +165,8 @@ class KafkaEventLog(EventLog):
         self._topic_configs = dict(TOPIC_CONFIGS if topic_configs is None else topic_configs)
         self._request_timeout_ms = request_timeout_ms
         self._append_timeout_s = append_timeout_s
+        self._max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0      # records handed to the producer, not yet resolved
         self._isolation_level = isolation_level
         self._consumer_options = dict(consumer_options or {})
         self._producer_config: dict[str, Any] = {
@@ -309,20 +322,29 @@ class KafkaEventLog(EventLog):
         if not records:
             return []
         limit = self._producer_config["max_request_size"]
+        sizes = []
         for i, (key, value) in enumerate(records):
             size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
             if size > limit:
                 raise PermanentError(
                     f"record {i} is {size} bytes, over the event log's limit of {limit} bytes"
                 )
+            sizes.append(size)
+        if self.pending_bytes and self.pending_bytes + sum(sizes) > self._max_pending_bytes:
+            raise RetryableError(
+                f"event log backlog full: {self.pending_bytes} bytes of earlier appends not "
+                f"yet acknowledged by Kafka (at most {self._max_pending_bytes})")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._append_timeout_s
         futures: list[asyncio.Future[Any]] = []
         try:
-            for key, value in records:
+            for (key, value), size in zip(records, sizes, strict=True):
                 partition = key_partition(key, self._partitions)
                 send = producer.send(self._topic, value, key=key, partition=partition)
-                futures.append(await asyncio.wait_for(send, max(deadline - loop.time(), 0.001)))
+                fut = await asyncio.wait_for(send, max(deadline - loop.time(), 0.001))
+                self.pending_bytes += size
+                fut.add_done_callback(functools.partial(self._resolved, size))
+                futures.append(fut)
             # aiokafka retries a produce request for as long as the broker is away;
             # the deadline turns that into RetryableError. (Not cancelling: the producer
             # may still deliver these records later; the caller re-sends anyway.)
@@ -345,6 +367,9 @@ class KafkaEventLog(EventLog):
             metadata = fut.result()
             out.append((metadata.partition, metadata.offset))
         return out
+
+    def _resolved(self, size: int, _fut: asyncio.Future[Any]) -> None:
+        self.pending_bytes -= size
 
     def _append_error(self, exc: BaseException) -> PermanentError | RetryableError:
         if isinstance(exc, _SIZE_ERRORS):

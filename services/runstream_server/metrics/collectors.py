@@ -102,6 +102,11 @@ class GatewayCollector(Collector):
         if beacon is not None:
             yield _counter(p + "beacons", "Beacon rounds appended (one record to every "
                            "partition each)", beacon.sent)
+        pending = getattr(getattr(self._owner, "event_log", None), "pending_bytes", None)
+        if pending is not None:          # Kafka: records not yet acknowledged by the brokers
+            yield _gauge(p + "eventlog_pending_bytes", "Bytes of records handed to the Kafka "
+                         "producer and not yet acknowledged or failed (appends are refused "
+                         "beyond 64 MiB)", pending)
 
 
 class ProjectorCollector(Collector):
