@@ -10,7 +10,8 @@ order). During the run one gateway, one projector and one reaper are killed (SIG
 then two runs lose their process (and its in-process uploader), so only a reaper can
 find them.
 
-Asserted: every run that finished has every point exactly once and its final state;
+Asserted: both gateways carried clients before the kills; every run that finished has
+every point exactly once and its final state;
 each lost run is crashed, by exactly one ``Crashed`` event in the log, and no other run
 got one; the surviving projector and reaper log that they took over all 4 partitions;
 neither gateways nor reapers opened a store.
@@ -137,6 +138,19 @@ async def _crashed_events(bootstrap: str, topic: str) -> Counter:
         await consumer.stop()
 
 
+def _open_streams(gateway: ServerProcess) -> float:
+    """The gateway's ``runstream_gateway_open_streams`` (its /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    text = urllib.request.urlopen(gateway.metrics, timeout=10).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "runstream_gateway_open_streams":
+                return sample.value
+    raise AssertionError(f"no open_streams in {gateway.name}'s metrics")
+
+
 def _assignments(p: ServerProcess) -> list[list[int]]:
     """The partition sets ``p`` logged as assigned to it, in order."""
     out = []
@@ -164,6 +178,8 @@ def test_scaled_out_roles_survive_kills(topology):
         t.q.wait_states(PROJECT, dict.fromkeys(runs, "running"), timeout=60)
         t.q.wait_states(LOST_PROJECT, dict.fromkeys(lost, "running"), timeout=60)
         time.sleep(2)
+        streams = [_open_streams(g) for g in t.gateways]
+        assert all(n >= (RUNS + LOST) // 2 for n in streams), streams   # spread over both
         t.gateways[0].kill()           # its clients move to the other gateway
         time.sleep(2)
         t.projectors[0].kill()         # mid-batch; the other takes its partitions
