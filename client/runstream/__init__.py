@@ -43,10 +43,12 @@ from ._sender import NullSender
 from ._settings import Settings
 from ._summary import Summary
 from .api import Api
+from .artifacts import Artifact
 from .v1 import events_pb2
 
 __version__ = VERSION
 __all__ = ["init", "log", "finish", "define_metric", "run", "config", "summary", "Run",
+           "Artifact",
            "Config", "Summary", "Settings", "ConfigError", "ResumeError", "PreInitError",
            "MetricDefinition", "Api", "__version__"]
 
