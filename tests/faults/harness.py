@@ -69,7 +69,8 @@ class Figures:
     offer_s: float = 0.0
     limit_per_s: float = 0.0
     accepted_per_s: float = 0.0
-    rss_growth_mb: float = 0.0
+    rss_growth_mb: float = 0.0          # while offered 10x
+    rss_growth_drain_mb: float = 0.0    # until the client's journal drained
     # Reconnect storm (tests/faults/test_reconnect_storm.py): client streams per process;
     # seconds the gateway was gone; per 100 ms window from the first, the streams whose
     # successful reconnect attempt was planned by their backoff for it, began in it (its

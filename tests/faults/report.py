@@ -55,18 +55,25 @@ def table() -> str:
                       f"× the live {d['live_per_s']:,.0f}/s (target 5×)")
         if d.get("limit_per_s"):            # a run over its rate limit
             title += (f": {d['offer_s']:g} s at 10× {d['limit_per_s']:,.0f} events/s; accepted "
-                      f"{d['accepted_per_s']:,.0f}/s; server RSS +{d['rss_growth_mb']:.0f} MB")
-        if d.get("probe_resume_s"):         # the storm's streams in a process of their own
-            title += (f"; resume p99 of the {len(d['probe_resume_s'])} streams in a process of "
-                      f"their own (as a training script's): **{d['probe_resume_p99_s']:.2f} s**"
-                      f" (the column: the {d['runs'] - len(d['probe_resume_s']):,} sharing "
-                      f"{d['streams_per_process']} per process)")
+                      f"{d['accepted_per_s']:,.0f}/s; server RSS +{d['rss_growth_mb']:.0f} MB "
+                      "while offered 10×")
+            if d.get("rss_growth_drain_mb"):
+                title += (f", at most +{d['rss_growth_drain_mb']:.0f} MB over the whole "
+                          "drain (a saw-tooth of the embedded store's merges, no trend)")
+        resume = d["resume_p99_s"]
+        if d.get("probe_resume_s"):         # the storm: the column is a client's resume
+            resume = d["probe_resume_p99_s"]
+            title += (f"; the column: the {len(d['probe_resume_s'])} streams in a process of "
+                      f"their own (as a training script's client is); the "
+                      f"{d['runs'] - len(d['probe_resume_s']):,} streams sharing "
+                      f"{d['streams_per_process']} per process and event loop: resume p99 "
+                      f"{d['resume_p99_s']:.2f} s")
         lost = f"**{d['lost']}**"
         if d.get("dropped"):        # dropped by a documented policy: counted, not lost
             lost += f" ({d['dropped']:,} dropped, counted)"
         rows.append(f"| {title} | {d['runs']} × {d['events'] // d['runs']:,} | {d['kills']} | "
                     f"{lost} | **{d['duplicated']}** | **{d['out_of_order']}** | "
-                    f"{d['resume_p99_s']:.2f} s | {d['date']} |")
+                    f"{f'{resume:.2f} s' if d['resume_s'] else ''} | {d['date']} |")
     return "\n".join(rows)
 
 
