@@ -59,7 +59,7 @@ def table() -> str:
                       "while offered 10×")
             if d.get("rss_growth_drain_mb"):
                 title += (f", at most +{d['rss_growth_drain_mb']:.0f} MB over the whole "
-                          "drain (a saw-tooth of the embedded store's merges, no trend)")
+                          "drain (a saw-tooth, no upward trend)")
         resume = d["resume_p99_s"]
         if d.get("probe_resume_s"):         # the storm: the column is a client's resume
             resume = d["probe_resume_p99_s"]
