@@ -32,6 +32,7 @@ from tests.fixtures.chdb_http import ChdbHttpServer
 from .conftest import ENTITY
 from .procs import QueryClient, ServerProcess, free_port, run_client
 from .test_embedded import METRICS, STEPS, check_project
+from .test_metrics import scrape, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -140,15 +141,7 @@ async def _crashed_events(bootstrap: str, topic: str) -> Counter:
 
 def _open_streams(gateway: ServerProcess) -> float:
     """The gateway's ``runstream_gateway_open_streams`` (its /metrics)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-    text = urllib.request.urlopen(gateway.metrics, timeout=10).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "runstream_gateway_open_streams":
-                return sample.value
-    raise AssertionError(f"no open_streams in {gateway.name}'s metrics")
+    return value(scrape(gateway.metrics), "runstream_gateway_open_streams")
 
 
 def _assignments(p: ServerProcess) -> list[list[int]]:
